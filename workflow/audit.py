@@ -1,0 +1,145 @@
+"""The append-only, hash-chained audit log.
+
+Every event stores ``hash = sha256(prev_hash + canonical(event))`` where the canonical form
+includes its sequence number, so editing, deleting or reordering any row breaks the chain from
+that row on. The head row (last seq and hash) is locked while appending, so the chain is a
+single line even with concurrent writers, and deleting the newest events is detected too.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from workflow.model import AuditEvent, AuditHead
+
+GENESIS = "0" * 64
+
+
+def canonical(obj: Any) -> str:
+    """Deterministic JSON: sorted keys, no spaces, UTF-8 kept, dates as ISO 8601."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=_iso)
+
+
+def _iso(value: Any) -> str:
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    raise TypeError(f"cannot serialise {type(value).__name__}")
+
+
+def digest(obj: Any) -> str:
+    return hashlib.sha256(canonical(obj).encode("utf-8")).hexdigest()
+
+
+def event_body(e: AuditEvent) -> dict[str, Any]:
+    """The fields covered by the hash (everything but the hashes themselves)."""
+    return {
+        "seq": e.seq,
+        "case_id": e.case_id,
+        "at": e.at.isoformat(timespec="microseconds"),
+        "actor_id": e.actor_id,
+        "actor": e.actor,
+        "agency_id": e.agency_id,
+        "agency_type": e.agency_type,
+        "role": e.role,
+        "action": e.action,
+        "from_state": e.from_state,
+        "to_state": e.to_state,
+        "definition": e.definition,
+        "data_hash": e.data_hash,
+        "documents": e.documents or [],
+        "extra": e.extra or {},
+    }
+
+
+def chain_hash(prev_hash: str, e: AuditEvent) -> str:
+    return hashlib.sha256((prev_hash + canonical(event_body(e))).encode("utf-8")).hexdigest()
+
+
+def append(session: Session, event: AuditEvent, *, lock: bool = True) -> AuditEvent:
+    """Give ``event`` the next sequence number and its hash, and add it to the session."""
+    stmt = select(AuditHead).where(AuditHead.id == 1)
+    if lock and session.get_bind().dialect.name == "postgresql":
+        stmt = stmt.with_for_update()
+    head = session.execute(stmt).scalar_one()
+    event.seq = head.seq + 1
+    event.at = _normalise(event.at)
+    event.prev_hash = head.hash
+    event.hash = chain_hash(head.hash, event)
+    head.seq, head.hash = event.seq, event.hash
+    session.add(event)
+    return event
+
+
+def _normalise(at: datetime) -> datetime:
+    """Round-trip precision of the databases (microseconds, UTC) so the hash is stable."""
+    from datetime import UTC
+
+    return at.astimezone(UTC)
+
+
+@dataclass(frozen=True)
+class VerifyResult:
+    ok: bool
+    checked: int
+    first_bad_seq: int | None = None
+    reason: str = ""
+
+
+def verify_events(events: Iterable[AuditEvent], head: tuple[int, str] | None) -> VerifyResult:
+    """Recompute the chain over ``events`` (in seq order) and compare with the stored head."""
+    prev, expected_seq, count = GENESIS, 1, 0
+    for e in events:
+        if e.seq != expected_seq:
+            return VerifyResult(
+                False,
+                count,
+                e.seq,
+                f"expected event {expected_seq}, found {e.seq} (an event was deleted or reordered)",
+            )
+        if e.prev_hash != prev:
+            return VerifyResult(False, count, e.seq, "prev_hash does not match the previous event")
+        if chain_hash(prev, e) != e.hash:
+            return VerifyResult(False, count, e.seq, "content does not match its hash (edited)")
+        prev, expected_seq, count = e.hash, expected_seq + 1, count + 1
+    if head is not None and (head[0] != count or head[1] != prev):
+        return VerifyResult(
+            False,
+            count,
+            count + 1 if head[0] > count else head[0],
+            f"the chain ends at event {count} but the head says {head[0]} "
+            "(events were deleted at the end)",
+        )
+    return VerifyResult(True, count)
+
+
+def iter_events(session: Session, batch: int = 2000) -> Iterator[AuditEvent]:
+    last = 0
+    while True:
+        rows = (
+            session.execute(
+                select(AuditEvent)
+                .where(AuditEvent.seq > last)
+                .order_by(AuditEvent.seq)
+                .limit(batch)
+            )
+            .scalars()
+            .all()
+        )
+        if not rows:
+            return
+        yield from rows
+        last = rows[-1].seq
+        session.expunge_all()
+
+
+def verify(session: Session) -> VerifyResult:
+    head = session.execute(select(AuditHead.seq, AuditHead.hash).where(AuditHead.id == 1)).one()
+    return verify_events(iter_events(session), (head[0], head[1]))

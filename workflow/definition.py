@@ -1,0 +1,277 @@
+"""Case definitions as frozen data.
+
+A definition describes one version of one process (``drug_rehab@1``): its catalogues (documents,
+agency types, roles), states, transitions, activities and deadlines. It is parsed and validated by
+:mod:`workflow.loader`; nothing here reads files. The law is in the YAML, not in this module.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date
+from functools import cached_property
+from typing import Any
+
+STATE_KINDS = ("initial", "active", "terminal")
+DURATION_UNITS = ("working_days", "days", "months")
+FIELD_TYPES = ("string", "text", "date", "integer", "enum", "boolean", "unit")
+SYSTEM_AGENCY = "system"
+SUBJECT_FIELDS = ("full_name", "date_of_birth", "sex", "unit_code", "age")
+
+
+@dataclass(frozen=True)
+class Label:
+    vi: str
+    en: str
+
+    def get(self, lang: str = "vi") -> str:
+        return self.en if lang == "en" and self.en else self.vi
+
+
+@dataclass(frozen=True)
+class Parameter:
+    """A named value of the law; ``verified=False`` marks a fact the sources do not confirm."""
+
+    name: str
+    value: Any
+    verified: bool
+    cite: str = ""
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class DocumentType:
+    code: str
+    label: Label
+    media_types: tuple[str, ...]
+    max_size: int
+    cite: str = ""
+
+
+@dataclass(frozen=True)
+class AgencyType:
+    code: str
+    label: Label
+    level: str  # commune | province | central | none
+
+
+@dataclass(frozen=True)
+class Role:
+    code: str
+    label: Label
+
+
+@dataclass(frozen=True)
+class Quantity:
+    """An integer given literally, by a definition parameter or by a form/case field."""
+
+    value: int | None = None
+    param: str | None = None
+    field: str | None = None
+
+
+@dataclass(frozen=True)
+class Duration:
+    amount: Quantity
+    unit: str  # one of DURATION_UNITS
+
+
+@dataclass(frozen=True)
+class State:
+    key: str
+    label: Label
+    kind: str
+    group: str
+    responsible: str | None
+    max_duration: Duration | None = None
+    cite: str = ""
+
+
+@dataclass(frozen=True)
+class Permission:
+    agency: str
+    roles: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class DocRequirement:
+    """One required document; several codes mean 'any one of these'."""
+
+    any_of: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Choice:
+    value: str
+    label: Label
+
+
+@dataclass(frozen=True)
+class FieldSpec:
+    name: str
+    type: str
+    label: Label
+    required: bool = False
+    min: int | None = None
+    max: int | None = None
+    pattern: str | None = None
+    choices: tuple[Choice, ...] = ()
+    max_length: int | None = None
+    min_param: str | None = None
+    max_param: str | None = None
+
+
+@dataclass(frozen=True)
+class Guard:
+    key: str
+    message: Label
+    test: Any  # an expression, see workflow.expressions
+
+
+@dataclass(frozen=True)
+class Notification:
+    agencies: tuple[str, ...]
+    template: str
+
+
+@dataclass(frozen=True)
+class Effects:
+    set_fields: tuple[tuple[str, Any], ...] = ()
+    start_deadlines: tuple[str, ...] = ()
+    cancel_deadlines: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Action:
+    """What transitions and activities share: who, with which documents, form and guards."""
+
+    key: str
+    label: Label
+    allowed: tuple[Permission, ...]
+    documents: tuple[DocRequirement, ...]
+    fields: tuple[FieldSpec, ...]
+    guards: tuple[Guard, ...]
+    effects: Effects
+    notify: tuple[Notification, ...]
+    cite: str = ""
+
+    def field(self, name: str) -> FieldSpec | None:
+        return next((f for f in self.fields if f.name == name), None)
+
+    def permits(self, agency_type: str, role: str) -> bool:
+        return any(p.agency == agency_type and role in p.roles for p in self.allowed)
+
+
+@dataclass(frozen=True)
+class Transition(Action):
+    sources: tuple[str, ...] = ()
+    dest: str = ""
+    automatic: bool = False
+
+
+@dataclass(frozen=True)
+class Activity(Action):
+    states: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Escalation:
+    after: Duration
+    notify: tuple[str, ...]
+    level: int = 1
+
+
+@dataclass(frozen=True)
+class DeadlineSpec:
+    key: str
+    label: Label
+    duration: Duration
+    anchor: str  # "transition" or "form.<date field>"
+    reminder: Duration | None = None
+    escalation: tuple[Escalation, ...] = ()
+    met_by: tuple[str, ...] = ()
+    on_due: str | None = None  # key of an automatic transition fired when due
+    cite: str = ""
+
+
+@dataclass(frozen=True)
+class CaseField:
+    name: str
+    type: str
+    label: Label
+
+
+@dataclass(frozen=True)
+class ReportingGroup:
+    code: str
+    label: Label
+
+
+@dataclass(frozen=True, eq=False)
+class Definition:
+    """One version of one process; compared and hashed by identity (it is loaded once)."""
+
+    key: str
+    version: int
+    title: Label
+    effective_from: date
+    effective_to: date | None
+    legal_basis: tuple[str, ...]
+    parameters: dict[str, Parameter]
+    document_types: dict[str, DocumentType]
+    agency_types: dict[str, AgencyType]
+    roles: dict[str, Role]
+    groups: dict[str, ReportingGroup]
+    case_fields: dict[str, CaseField]
+    states: dict[str, State]
+    transitions: dict[str, Transition]
+    activities: dict[str, Activity]
+    deadlines: dict[str, DeadlineSpec]
+    opening: Action | None = None
+    source: str = ""
+    raw: dict = field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def ref(self) -> str:
+        return f"{self.key}@{self.version}"
+
+    @cached_property
+    def initial_state(self) -> State:
+        return next(s for s in self.states.values() if s.kind == "initial")
+
+    def param(self, name: str) -> Any:
+        return self.parameters[name].value
+
+    @cached_property
+    def _from_index(self) -> dict[str, tuple[Transition, ...]]:
+        index: dict[str, list[Transition]] = {k: [] for k in self.states}
+        for t in self.transitions.values():
+            for s in t.sources:
+                index[s].append(t)
+        return {k: tuple(v) for k, v in index.items()}
+
+    def transitions_from(self, state: str) -> tuple[Transition, ...]:
+        return self._from_index.get(state, ())
+
+    @cached_property
+    def _activity_index(self) -> dict[str, tuple[Activity, ...]]:
+        return {s: tuple(a for a in self.activities.values() if s in a.states) for s in self.states}
+
+    def activities_in(self, state: str) -> tuple[Activity, ...]:
+        return self._activity_index.get(state, ())
+
+    @cached_property
+    def _met_by_index(self) -> dict[str, tuple[str, ...]]:
+        index: dict[str, list[str]] = {}
+        for d in self.deadlines.values():
+            for key in d.met_by:
+                index.setdefault(key, []).append(d.key)
+        return {k: tuple(v) for k, v in index.items()}
+
+    def deadlines_met_by(self, action_key: str) -> tuple[str, ...]:
+        return self._met_by_index.get(action_key, ())
+
+    def in_force_on(self, day: date) -> bool:
+        return self.effective_from <= day and (
+            self.effective_to is None or day <= self.effective_to
+        )

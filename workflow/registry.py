@@ -1,0 +1,56 @@
+"""The loaded definitions: every key and version, and the machine of each (built once)."""
+
+from __future__ import annotations
+
+from datetime import date
+from pathlib import Path
+
+from workflow.definition import Definition
+from workflow.errors import UnknownDefinition
+from workflow.loader import load_file
+from workflow.machine import CaseMachine
+
+
+class Registry:
+    def __init__(self, definitions: list[Definition]) -> None:
+        self._defs: dict[tuple[str, int], Definition] = {}
+        self._machines: dict[tuple[str, int], CaseMachine] = {}
+        for d in definitions:
+            if (d.key, d.version) in self._defs:
+                raise ValueError(f"definition {d.ref} loaded twice")
+            self._defs[(d.key, d.version)] = d
+            self._machines[(d.key, d.version)] = CaseMachine(d)
+
+    @classmethod
+    def from_directory(cls, path: str | Path) -> Registry:
+        """Load every ``*.yaml`` file of ``path``; DefinitionError lists every problem."""
+        return cls([load_file(p) for p in sorted(Path(path).glob("*.yaml"))])
+
+    def get(self, key: str, version: int) -> Definition:
+        try:
+            return self._defs[(key, int(version))]
+        except (KeyError, ValueError):
+            raise UnknownDefinition(
+                f"no definition {key}@{version}", key=key, version=version
+            ) from None
+
+    def machine(self, definition: Definition) -> CaseMachine:
+        return self._machines[(definition.key, definition.version)]
+
+    def versions(self, key: str) -> list[Definition]:
+        return sorted((d for (k, _), d in self._defs.items() if k == key), key=lambda d: d.version)
+
+    def keys(self) -> list[str]:
+        return sorted({k for k, _ in self._defs})
+
+    def all(self) -> list[Definition]:
+        return [self._defs[k] for k in sorted(self._defs)]
+
+    def in_force(self, key: str, day: date) -> Definition:
+        """The newest version of ``key`` in force on ``day``."""
+        candidates = [d for d in self.versions(key) if d.in_force_on(day)]
+        if not candidates:
+            raise UnknownDefinition(
+                f"no version of {key!r} is in force on {day.isoformat()}", key=key
+            )
+        return candidates[-1]

@@ -1,0 +1,1016 @@
+"""The application service: every use case of a case, each in one unit of work.
+
+``CaseService`` is what the HTTP layer, the CLI, the demo loader and the workers call. Every
+method takes an explicit ``now`` (timezone-aware) so time can be simulated, and an
+:class:`~workflow.actors.Actor`. A command either writes everything it should (state, audit
+event, outbox messages, deadlines, idempotency record) in one transaction, or nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import unicodedata
+import uuid
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm.exc import StaleDataError
+
+from workflow import audit, units
+from workflow.actors import Actor
+from workflow.calendar import WorkingCalendar, business_date
+from workflow.definition import Action, Definition, Quantity, Transition
+from workflow.errors import (
+    DocumentNotFound,
+    GuardFailed,
+    IdempotencyConflict,
+    InvalidDocument,
+    MissingDocuments,
+    NotPermitted,
+    OutOfJurisdiction,
+    PreconditionFailed,
+    StaleCase,
+    TransitionNotAvailable,
+    TransitionRefused,
+    ValidationFailed,
+)
+from workflow.expressions import Context, evaluate, references
+from workflow.forms import validate_form
+from workflow.machine import CaseToken
+from workflow.model import (
+    AccessLog,
+    ActivityRecord,
+    AuditEvent,
+    Case,
+    Deadline,
+    Document,
+    IdempotencyRecord,
+    OutboxMessage,
+    Subject,
+)
+from workflow.registry import Registry
+from workflow.storage import BlobStore, MemoryBlobStore
+from workflow.uow import UnitOfWork
+
+NATIONAL_ID_RE = re.compile(r"^\d{9}(\d{3})?$")
+
+
+@dataclass(frozen=True)
+class SubjectData:
+    """Personal data of the person of a case (kept in ``subjects``, never logged)."""
+
+    full_name: str
+    unit_code: str
+    date_of_birth: date | None = None
+    sex: str | None = None
+    national_id: str | None = None
+    address: str | None = None
+
+
+@dataclass(frozen=True)
+class Reason:
+    """Why a command is refused: a missing document, a field error or an unmet guard."""
+
+    kind: str  # document | field | guard
+    code: str
+    message: str = ""
+    alternatives: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    case_id: int
+    number: str
+    state: str
+    version: int
+    audit_seq: int
+    action: str
+    from_state: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass(frozen=True)
+class Availability:
+    """A transition the actor may fire from the case's state, and what it still lacks."""
+
+    key: str
+    label: str
+    to: str
+    missing_documents: tuple[Any, ...]
+    unmet_guards: tuple[str, ...]
+    form_guards: tuple[str, ...]  # guards that depend on the form (checked when submitted)
+
+    @property
+    def ready(self) -> bool:
+        return not self.missing_documents and not self.unmet_guards
+
+
+def fold(text: str) -> str:
+    """Lower-case without diacritics, for searching names ('Trần Văn Bình' -> 'tran van binh')."""
+    text = unicodedata.normalize("NFD", text.replace("đ", "d").replace("Đ", "D"))
+    return " ".join("".join(c for c in text if unicodedata.category(c) != "Mn").lower().split())
+
+
+def _json_value(value: Any) -> Any:
+    return value.isoformat() if isinstance(value, date) else value
+
+
+class CaseService:
+    def __init__(
+        self,
+        session_factory: sessionmaker[Session],
+        registry: Registry,
+        calendar: WorkingCalendar | None = None,
+        *,
+        secret_key: str = "dev-only-change-me",  # noqa: S107 - real key from settings
+        blobs: BlobStore | None = None,
+    ) -> None:
+        self.session_factory = session_factory
+        self.registry = registry
+        self.calendar = calendar or WorkingCalendar()
+        self._secret = secret_key.encode("utf-8")
+        self.blobs = blobs or MemoryBlobStore()
+
+    # ------------------------------------------------------------------ helpers
+    def uow(self, *, read_only: bool = False) -> UnitOfWork:
+        return UnitOfWork(self.session_factory, read_only=read_only)
+
+    def national_id_hash(self, national_id: str) -> str:
+        """Keyed hash used to look a person up by ID without storing the ID in an index."""
+        return hmac.new(self._secret, national_id.strip().encode(), hashlib.sha256).hexdigest()
+
+    @staticmethod
+    def _check_now(now: datetime) -> None:
+        if now.tzinfo is None:
+            raise ValueError("now must be timezone-aware")
+
+    def _visible_case(self, uow: UnitOfWork, case_id: int, actor: Actor, *, lock: bool) -> Case:
+        case = uow.get_case(case_id, for_update=lock)
+        if not actor.covers(case.unit_code, case.province_code):
+            raise OutOfJurisdiction(f"case {case_id} not found", case_id=case_id)
+        return case
+
+    def definition_of(self, case: Case) -> Definition:
+        return self.registry.get(case.definition_key, case.definition_version)
+
+    @staticmethod
+    def _active_documents(session: Session, case_id: int) -> list[Document]:
+        return list(
+            session.execute(
+                select(Document).where(Document.case_id == case_id, Document.revoked_at.is_(None))
+            ).scalars()
+        )
+
+    @staticmethod
+    def _subject_context(case: Case, today: date) -> dict[str, Any]:
+        s = case.subject
+        age = None
+        if s.date_of_birth is not None:
+            age = (
+                today.year
+                - s.date_of_birth.year
+                - ((today.month, today.day) < (s.date_of_birth.month, s.date_of_birth.day))
+            )
+        return {
+            "date_of_birth": s.date_of_birth,
+            "sex": s.sex,
+            "unit_code": s.unit_code,
+            "age": age,
+            "full_name": s.full_name,
+        }
+
+    def _context(self, d: Definition, case: Case, form: dict, today: date) -> Context:
+        params = {name: p.value for name, p in d.parameters.items()}
+        return Context(form, case.fields or {}, self._subject_context(case, today), params, today)
+
+    @staticmethod
+    def _missing(action: Action, docs: list[Document]) -> list[Any]:
+        present = {doc.type for doc in docs}
+        missing: list[Any] = []
+        for req in action.documents:
+            if not present.intersection(req.any_of):
+                missing.append(req.any_of[0] if len(req.any_of) == 1 else list(req.any_of))
+        return missing
+
+    def _evaluate(
+        self,
+        d: Definition,
+        action: Action,
+        case: Case,
+        docs: list[Document],
+        data: dict,
+        today: date,
+        lang: str,
+    ) -> tuple[dict, list[Reason]]:
+        reasons = [
+            Reason(
+                "document",
+                m if isinstance(m, str) else "|".join(m),
+                alternatives=tuple(m) if isinstance(m, list) else (),
+            )
+            for m in self._missing(action, docs)
+        ]
+        form, errors = validate_form(d, action, data, lang)
+        for name, messages in errors.items():
+            reasons.extend(Reason("field", name, msg) for msg in messages)
+        if not errors:
+            ctx = self._context(d, case, form, today)
+            for guard in action.guards:
+                if not evaluate(guard.test, ctx):
+                    reasons.append(Reason("guard", guard.key, guard.message.get(lang)))
+        return form, reasons
+
+    @staticmethod
+    def _refusal(action_key: str, reasons: list[Reason]) -> Exception:
+        missing = [
+            list(r.alternatives) if r.alternatives else r.code
+            for r in reasons
+            if r.kind == "document"
+        ]
+        errors: dict[str, list[str]] = {}
+        for r in reasons:
+            if r.kind == "field":
+                errors.setdefault(r.code, []).append(r.message)
+        guards = [{"key": r.code, "message": r.message} for r in reasons if r.kind == "guard"]
+        details = {
+            "action": action_key,
+            "missing_documents": missing,
+            "errors": errors,
+            "unmet_guards": guards,
+        }
+        kinds = {r.kind for r in reasons}
+        if kinds == {"document"}:
+            codes = ", ".join(r.code for r in reasons)
+            return MissingDocuments(f"missing documents for {action_key}: {codes}", **details)
+        if kinds == {"field"}:
+            return ValidationFailed(
+                f"invalid form for {action_key}: {', '.join(errors)}", **details
+            )
+        if kinds == {"guard"}:
+            keys = ", ".join(g["key"] for g in guards)
+            return GuardFailed(f"{action_key} refused by guard(s): {keys}", **details)
+        return TransitionRefused(f"{action_key} refused: {', '.join(sorted(kinds))}", **details)
+
+    # -- idempotency -------------------------------------------------------------------
+    def _replay(
+        self, uow: UnitOfWork, actor: Actor, key: str | None, request: dict
+    ) -> CommandResult | None:
+        if not key:
+            return None
+        rec = uow.session.get(IdempotencyRecord, (actor.user_id or 0, key))
+        if rec is None:
+            return None
+        if rec.request_hash != audit.digest(request):
+            raise IdempotencyConflict(
+                "this idempotency key was used with a different request", idempotency_key=key
+            )
+        return CommandResult(**rec.response)
+
+    def _remember(
+        self,
+        uow: UnitOfWork,
+        actor: Actor,
+        key: str | None,
+        request: dict,
+        result: CommandResult,
+        now: datetime,
+    ) -> None:
+        if key:
+            uow.session.add(
+                IdempotencyRecord(
+                    actor_id=actor.user_id or 0,
+                    key=key,
+                    request_hash=audit.digest(request),
+                    response=result.to_dict(),
+                    created_at=now,
+                )
+            )
+
+    def _commit(self, uow: UnitOfWork, case_id: int) -> None:
+        try:
+            uow.session.flush()
+            uow.commit()
+        except StaleDataError:
+            raise StaleCase(
+                "the case was changed by someone else; reload it", case_id=case_id
+            ) from None
+
+    # -- audit and outbox --------------------------------------------------------------
+    def _audit(
+        self,
+        uow: UnitOfWork,
+        actor: Actor,
+        now: datetime,
+        action: str,
+        case: Case | None,
+        *,
+        from_state: str | None = None,
+        to_state: str | None = None,
+        data: Any = None,
+        documents: list[Document] | None = None,
+        extra: dict | None = None,
+    ) -> AuditEvent:
+        event = AuditEvent(
+            case_id=case.id if case else None,
+            at=now,
+            actor_id=actor.user_id,
+            actor=actor.username,
+            agency_id=actor.agency_id,
+            agency_type=actor.agency_type,
+            role=actor.role,
+            action=action,
+            from_state=from_state,
+            to_state=to_state,
+            definition=f"{case.definition_key}@{case.definition_version}" if case else None,
+            data_hash=audit.digest(data) if data is not None else None,
+            documents=[
+                {"id": doc.id, "type": doc.type, "sha256": doc.sha256}
+                for doc in sorted(documents or [], key=lambda x: x.id)
+            ],
+            extra=extra or {},
+        )
+        return audit.append(uow.session, event)
+
+    @staticmethod
+    def _outbox(
+        uow: UnitOfWork, action: Action, case: Case, event: AuditEvent, now: datetime
+    ) -> None:
+        for n in action.notify:
+            uow.session.add(
+                OutboxMessage(
+                    id=str(uuid.uuid4()),
+                    case_id=case.id,
+                    audit_seq=event.seq,
+                    topic=n.template,
+                    recipients={
+                        "agency_types": list(n.agencies),
+                        "unit_code": case.unit_code,
+                        "province_code": case.province_code,
+                    },
+                    payload={
+                        "case_id": case.id,
+                        "case_number": case.number,
+                        "action": action.key,
+                        "from_state": event.from_state,
+                        "to_state": event.to_state,
+                        "definition": event.definition,
+                        "at": now.isoformat(),
+                    },
+                    status="pending",
+                    attempts=0,
+                    created_at=now,
+                    available_at=now,
+                )
+            )
+
+    # -- deadlines ---------------------------------------------------------------------
+    def _amount(self, q: Quantity, d: Definition, form: dict, fields: dict) -> int:
+        if q.value is not None:
+            return q.value
+        if q.param:
+            return int(d.param(q.param))
+        ns, name = q.field.split(".", 1)
+        value = (form if ns == "form" else fields).get(name)
+        if value is None:
+            raise ValidationFailed(f"the deadline needs {q.field}", errors={name: ["required"]})
+        return int(value)
+
+    def _apply_deadlines(
+        self,
+        uow: UnitOfWork,
+        d: Definition,
+        action: Action,
+        case: Case,
+        form: dict,
+        now: datetime,
+        terminal: bool,
+    ) -> list[Deadline]:
+        met = set(d.deadlines_met_by(action.key))
+        cancel = set(action.effects.cancel_deadlines) | set(action.effects.start_deadlines)
+        open_rows = uow.session.execute(
+            select(Deadline).where(Deadline.case_id == case.id, Deadline.status == "open")
+        ).scalars()
+        for row in open_rows:
+            status = (
+                "met"
+                if row.key in met
+                else ("cancelled" if row.key in cancel or terminal else None)
+            )
+            if status:
+                row.status, row.closed_at, row.closed_by = status, now, action.key
+                row.next_action_on = None
+        started = []
+        today = business_date(now)
+        for key in action.effects.start_deadlines:
+            spec = d.deadlines[key]
+            anchor = form.get(spec.anchor[5:]) if spec.anchor.startswith("form.") else today
+            anchor = anchor or today
+            amount = self._amount(spec.duration.amount, d, form, case.fields or {})
+            due = self.calendar.add(anchor, amount, spec.duration.unit)
+            remind = None
+            if spec.reminder is not None:
+                n = self._amount(spec.reminder.amount, d, form, case.fields or {})
+                remind = self._before(due, n, spec.reminder.unit)
+            row = Deadline(
+                case_id=case.id,
+                key=key,
+                status="open",
+                started_at=now,
+                anchor_on=anchor,
+                due_on=due,
+                remind_on=remind,
+                escalation_level=0,
+                next_action_on=remind if remind and remind < due else due,
+                auto_transition=spec.on_due,
+            )
+            uow.session.add(row)
+            started.append(row)
+        return started
+
+    def _before(self, due: date, n: int, unit: str) -> date:
+        if unit == "working_days":
+            return self.calendar.subtract_working_days(due, n)
+        if unit == "days":
+            return due - timedelta(days=n)
+        month = due.month - 1 - n
+        year, month = due.year + month // 12, month % 12 + 1
+        return date(year, month, min(due.day, 28))
+
+    # ------------------------------------------------------------------ commands
+    def open_case(
+        self,
+        subject: SubjectData,
+        actor: Actor,
+        now: datetime,
+        *,
+        definition_key: str = "drug_rehab",
+        version: int | None = None,
+        data: dict | None = None,
+        idempotency_key: str | None = None,
+        lang: str = "vi",
+    ) -> CommandResult:
+        """Open a case in the initial state of the definition in force on ``now``'s date."""
+        self._check_now(now)
+        today = business_date(now)
+        d = (
+            self.registry.get(definition_key, version)
+            if version is not None
+            else self.registry.in_force(definition_key, today)
+        )
+        errors = self._subject_errors(subject, today)
+        if errors:
+            raise ValidationFailed("invalid subject data", errors=errors)
+        unit = units.get(subject.unit_code)
+        if not actor.covers(unit.code, unit.province_code):
+            raise NotPermitted("the unit is outside your jurisdiction", unit_code=unit.code)
+        if (
+            d.opening is not None
+            and not actor.is_system
+            and not d.opening.permits(actor.agency_type, actor.role)
+        ):
+            raise NotPermitted("your agency and role may not open cases", action="open_case")
+        request = {
+            "op": "open_case",
+            "definition": d.ref,
+            "data": data or {},
+            "subject": audit.digest(subject.__dict__),
+        }
+        with self.uow() as uow:
+            if (stored := self._replay(uow, actor, idempotency_key, request)) is not None:
+                return stored
+            form: dict = {}
+            if d.opening is not None:
+                form, field_errors = validate_form(d, d.opening, data or {}, lang)
+                if field_errors:
+                    raise ValidationFailed("invalid opening form", errors=field_errors)
+            person = Subject(
+                full_name=subject.full_name.strip(),
+                full_name_folded=fold(subject.full_name),
+                date_of_birth=subject.date_of_birth,
+                sex=subject.sex,
+                national_id=subject.national_id or None,
+                national_id_hash=self.national_id_hash(subject.national_id)
+                if subject.national_id
+                else None,
+                address=subject.address,
+                unit_code=unit.code,
+            )
+            initial = d.initial_state
+            case = Case(
+                subject=person,
+                definition_key=d.key,
+                definition_version=d.version,
+                state=initial.key,
+                group=initial.group,
+                unit_code=unit.code,
+                province_code=unit.province_code,
+                fields={},
+                opened_at=now,
+                state_entered_at=now,
+                updated_at=now,
+            )
+            uow.session.add(case)
+            uow.session.flush()
+            case.number = f"{unit.code}-{today.year}-{case.id:06d}"
+            if d.opening is not None:
+                self._set_fields(d, d.opening, case, form, today)
+                self._apply_deadlines(uow, d, d.opening, case, form, now, terminal=False)
+            event = self._audit(
+                uow,
+                actor,
+                now,
+                "case.opened",
+                case,
+                to_state=initial.key,
+                data={k: _json_value(v) for k, v in form.items()},
+                extra={"subject_id": person.id},
+            )
+            if d.opening is not None:
+                self._outbox(uow, d.opening, case, event, now)
+            uow.session.flush()
+            result = CommandResult(
+                case.id, case.number, case.state, case.version, event.seq, "case.opened"
+            )
+            self._remember(uow, actor, idempotency_key, request, result, now)
+            self._commit(uow, case.id)
+            return result
+
+    @staticmethod
+    def _subject_errors(s: SubjectData, today: date) -> dict[str, list[str]]:
+        errors: dict[str, list[str]] = {}
+        if not s.full_name or not s.full_name.strip():
+            errors["full_name"] = ["Họ tên là bắt buộc."]
+        elif len(s.full_name) > 255:
+            errors["full_name"] = ["Họ tên dài tối đa 255 ký tự."]
+        if not units.is_commune(s.unit_code or ""):
+            errors["unit_code"] = ["Mã xã/phường không tồn tại."]
+        if s.date_of_birth is not None and not (date(1900, 1, 1) <= s.date_of_birth <= today):
+            errors["date_of_birth"] = ["Ngày sinh không hợp lệ."]
+        if s.national_id and not NATIONAL_ID_RE.match(s.national_id.strip()):
+            errors["national_id"] = ["Số định danh phải có 12 (hoặc 9) chữ số."]
+        if s.sex not in (None, "male", "female", "other"):
+            errors["sex"] = ["Giới tính phải là male, female hoặc other."]
+        return errors
+
+    def _set_fields(
+        self, d: Definition, action: Action, case: Case, form: dict, today: date
+    ) -> None:
+        if not action.effects.set_fields:
+            return
+        ctx = self._context(d, case, form, today)
+        fields = dict(case.fields or {})
+        for name, expr in action.effects.set_fields:
+            fields[name] = _json_value(evaluate(expr, ctx))
+        case.fields = fields
+
+    def advance(
+        self,
+        case_id: int,
+        transition_key: str,
+        data: dict | None,
+        actor: Actor,
+        now: datetime,
+        *,
+        expected_version: int | None = None,
+        idempotency_key: str | None = None,
+        lang: str = "vi",
+    ) -> CommandResult:
+        """Fire a transition: authorise, validate, check documents and guards, change state."""
+        self._check_now(now)
+        data = data or {}
+        request = {
+            "op": "advance",
+            "case_id": case_id,
+            "transition": transition_key,
+            "data": data,
+            "expected_version": expected_version,
+        }
+        with self.uow() as uow:
+            if (stored := self._replay(uow, actor, idempotency_key, request)) is not None:
+                return stored
+            case = self._visible_case(uow, case_id, actor, lock=True)
+            d = self.definition_of(case)
+            t = d.transitions.get(transition_key)
+            if t is None:
+                raise TransitionNotAvailable(
+                    f"unknown transition {transition_key!r}",
+                    transition=transition_key,
+                    state=case.state,
+                    allowed=[x.key for x in d.transitions_from(case.state)],
+                )
+            self._authorise(actor, t)
+            if expected_version is not None and expected_version != case.version:
+                raise PreconditionFailed(
+                    f"case is at version {case.version}, not {expected_version}",
+                    case_id=case.id,
+                    current_version=case.version,
+                )
+            docs = self._active_documents(uow.session, case.id)
+            today = business_date(now)
+            holder: dict[str, dict] = {}
+
+            def check() -> list[Reason]:
+                holder["form"], reasons = self._evaluate(d, t, case, docs, data, today, lang)
+                return reasons
+
+            token = CaseToken(case.state)
+            if not self.registry.machine(d).fire(token, t.key, check):
+                raise self._refusal(t.key, token.refusals)
+            form = holder["form"]
+            from_state, dest = case.state, d.states[token.state]
+            case.state, case.group = dest.key, dest.group
+            case.state_entered_at = case.updated_at = now
+            if dest.kind == "terminal":
+                case.closed_at = now
+            self._set_fields(d, t, case, form, today)
+            self._apply_deadlines(uow, d, t, case, form, now, terminal=dest.kind == "terminal")
+            event = self._audit(
+                uow,
+                actor,
+                now,
+                f"transition:{t.key}",
+                case,
+                from_state=from_state,
+                to_state=dest.key,
+                data={k: _json_value(v) for k, v in form.items()},
+                documents=self._used_documents(t, docs),
+            )
+            self._outbox(uow, t, case, event, now)
+            uow.session.flush()
+            result = CommandResult(
+                case.id,
+                case.number,
+                case.state,
+                case.version,
+                event.seq,
+                f"transition:{t.key}",
+                from_state,
+            )
+            self._remember(uow, actor, idempotency_key, request, result, now)
+            self._commit(uow, case.id)
+            return result
+
+    @staticmethod
+    def _authorise(actor: Actor, action: Action) -> None:
+        automatic = isinstance(action, Transition) and action.automatic
+        if actor.is_system:
+            if not automatic:
+                raise NotPermitted(f"the system does not fire {action.key!r}", action=action.key)
+            return
+        if automatic or not action.permits(actor.agency_type, actor.role):
+            raise NotPermitted(
+                f"agency type {actor.agency_type!r} with role {actor.role!r} may not do "
+                f"{action.key!r}",
+                action=action.key,
+                allowed=[{"agency": p.agency, "roles": list(p.roles)} for p in action.allowed],
+            )
+
+    @staticmethod
+    def _used_documents(action: Action, docs: list[Document]) -> list[Document]:
+        wanted = {code for req in action.documents for code in req.any_of}
+        return [doc for doc in docs if doc.type in wanted]
+
+    def record_activity(
+        self,
+        case_id: int,
+        activity_key: str,
+        data: dict | None,
+        actor: Actor,
+        now: datetime,
+        *,
+        expected_version: int | None = None,
+        idempotency_key: str | None = None,
+        lang: str = "vi",
+    ) -> CommandResult:
+        """Record an activity (check-in, support given...): audited, no change of state."""
+        self._check_now(now)
+        data = data or {}
+        request = {
+            "op": "activity",
+            "case_id": case_id,
+            "activity": activity_key,
+            "data": data,
+            "expected_version": expected_version,
+        }
+        with self.uow() as uow:
+            if (stored := self._replay(uow, actor, idempotency_key, request)) is not None:
+                return stored
+            case = self._visible_case(uow, case_id, actor, lock=True)
+            d = self.definition_of(case)
+            act = d.activities.get(activity_key)
+            if act is None or case.state not in act.states:
+                raise TransitionNotAvailable(
+                    f"activity {activity_key!r} is not available in state {case.state!r}",
+                    activity=activity_key,
+                    state=case.state,
+                    allowed=[a.key for a in d.activities_in(case.state)],
+                )
+            self._authorise(actor, act)
+            if expected_version is not None and expected_version != case.version:
+                raise PreconditionFailed(
+                    f"case is at version {case.version}, not {expected_version}",
+                    case_id=case.id,
+                    current_version=case.version,
+                )
+            docs = self._active_documents(uow.session, case.id)
+            today = business_date(now)
+            form, reasons = self._evaluate(d, act, case, docs, data, today, lang)
+            if reasons:
+                raise self._refusal(act.key, reasons)
+            self._set_fields(d, act, case, form, today)
+            self._apply_deadlines(uow, d, act, case, form, now, terminal=False)
+            case.updated_at = now
+            clean = {k: _json_value(v) for k, v in form.items()}
+            event = self._audit(
+                uow,
+                actor,
+                now,
+                f"activity:{act.key}",
+                case,
+                from_state=case.state,
+                to_state=case.state,
+                data=clean,
+                documents=self._used_documents(act, docs),
+            )
+            uow.session.add(
+                ActivityRecord(
+                    case_id=case.id,
+                    key=act.key,
+                    at=now,
+                    actor_id=actor.user_id,
+                    data=clean,
+                    audit_seq=event.seq,
+                )
+            )
+            self._outbox(uow, act, case, event, now)
+            uow.session.flush()
+            result = CommandResult(
+                case.id,
+                case.number,
+                case.state,
+                case.version,
+                event.seq,
+                f"activity:{act.key}",
+                case.state,
+            )
+            self._remember(uow, actor, idempotency_key, request, result, now)
+            self._commit(uow, case.id)
+            return result
+
+    def attach_document(
+        self,
+        case_id: int,
+        doc_type: str,
+        content: bytes,
+        actor: Actor,
+        now: datetime,
+        *,
+        filename: str,
+        media_type: str,
+        note: str | None = None,
+    ) -> Document:
+        """Store the bytes (content-addressed) and record the document, audited.
+
+        The blob is written before the row; if the transaction fails the blob stays unreferenced
+        (harmless, and still readable by any row that refers to the same content).
+        """
+        self._check_now(now)
+        with self.uow() as uow:
+            case = self._visible_case(uow, case_id, actor, lock=False)
+            if actor.is_system:
+                raise NotPermitted("the system does not attach documents")
+            d = self.definition_of(case)
+            spec = d.document_types.get(doc_type)
+            if spec is None:
+                raise InvalidDocument(
+                    f"unknown document type {doc_type!r}",
+                    field="type",
+                    document_type=doc_type,
+                    known=sorted(d.document_types),
+                )
+            if not content:
+                raise InvalidDocument("the file is empty", field="file", document_type=doc_type)
+            if len(content) > spec.max_size:
+                raise InvalidDocument(
+                    f"the file is larger than {spec.max_size} bytes",
+                    field="file",
+                    document_type=doc_type,
+                    max_size=spec.max_size,
+                )
+            if media_type not in spec.media_types:
+                raise InvalidDocument(
+                    f"{media_type!r} is not accepted for {doc_type!r}",
+                    field="file",
+                    document_type=doc_type,
+                    accepted=list(spec.media_types),
+                )
+            sha = self.blobs.put(content)
+            doc = Document(
+                case_id=case.id,
+                type=doc_type,
+                filename=filename[:255] or "file",
+                media_type=media_type,
+                size=len(content),
+                sha256=sha,
+                note=note,
+                uploaded_by=actor.user_id,
+                uploaded_at=now,
+            )
+            uow.session.add(doc)
+            uow.session.flush()
+            self._audit(
+                uow,
+                actor,
+                now,
+                "document.attached",
+                case,
+                documents=[doc],
+                extra={"document_type": doc_type},
+            )
+            uow.commit()
+            return doc
+
+    def revoke_document(
+        self, case_id: int, document_id: int, reason: str, actor: Actor, now: datetime
+    ) -> Document:
+        """Mark a document revoked (never deleted); it no longer satisfies requirements."""
+        self._check_now(now)
+        if not reason or not reason.strip():
+            raise ValidationFailed("a reason is required", errors={"reason": ["required"]})
+        with self.uow() as uow:
+            case = self._visible_case(uow, case_id, actor, lock=False)
+            doc = uow.session.get(Document, document_id)
+            if doc is None or doc.case_id != case.id:
+                raise DocumentNotFound(f"document {document_id} not found", document_id=document_id)
+            if doc.revoked_at is not None:
+                return doc
+            doc.revoked_at, doc.revoked_by, doc.revoke_reason = now, actor.user_id, reason.strip()
+            self._audit(
+                uow,
+                actor,
+                now,
+                "document.revoked",
+                case,
+                documents=[doc],
+                data={"reason": reason.strip()},
+            )
+            uow.commit()
+            return doc
+
+    # ------------------------------------------------------------------ queries
+    def available_transitions(
+        self, case_id: int, actor: Actor, now: datetime | None = None, lang: str = "vi"
+    ) -> list[Availability]:
+        """Transitions the actor may fire now, each with its missing documents and unmet guards.
+
+        Guards that read the form cannot be judged before it is filled in; they are listed in
+        ``form_guards`` and checked when the transition is submitted.
+        """
+        with self.uow(read_only=True) as uow:
+            case = self._visible_case(uow, case_id, actor, lock=False)
+            return self._availability(uow, case, actor, now, lang)
+
+    def _availability(
+        self, uow: UnitOfWork, case: Case, actor: Actor, now: datetime | None, lang: str
+    ) -> list[Availability]:
+        d = self.definition_of(case)
+        today = business_date(now) if now else date.today()
+        docs = self._active_documents(uow.session, case.id)
+        out = []
+        for t in d.transitions_from(case.state):
+            if t.automatic or not t.permits(actor.agency_type, actor.role):
+                continue
+            ctx = self._context(d, case, {}, today)
+            unmet, form_guards = [], []
+            for g in t.guards:
+                if any(r.startswith("form.") for r in references(g.test)):
+                    form_guards.append(g.key)
+                elif not evaluate(g.test, ctx):
+                    unmet.append(g.key)
+            out.append(
+                Availability(
+                    t.key,
+                    t.label.get(lang),
+                    t.dest,
+                    tuple(self._missing(t, docs)),
+                    tuple(unmet),
+                    tuple(form_guards),
+                )
+            )
+        return out
+
+    def get_case(self, case_id: int, actor: Actor, now: datetime) -> dict[str, Any]:
+        """Everything about a case the actor may see; the read is recorded in the access log."""
+        self._check_now(now)
+        with self.uow() as uow:
+            case = self._visible_case(uow, case_id, actor, lock=False)
+            if actor.user_id is not None:
+                uow.session.add(
+                    AccessLog(at=now, user_id=actor.user_id, case_id=case.id, action="case.read")
+                )
+            details = self._details(uow, case, actor, now)
+            uow.commit()
+            return details
+
+    def _details(self, uow: UnitOfWork, case: Case, actor: Actor, now: datetime) -> dict[str, Any]:
+        d = self.definition_of(case)
+        today = business_date(now)
+        deadlines = (
+            uow.session.execute(
+                select(Deadline)
+                .where(Deadline.case_id == case.id, Deadline.status == "open")
+                .order_by(Deadline.due_on)
+            )
+            .scalars()
+            .all()
+        )
+        docs = (
+            uow.session.execute(
+                select(Document).where(Document.case_id == case.id).order_by(Document.id)
+            )
+            .scalars()
+            .all()
+        )
+        s = case.subject
+        return {
+            "id": case.id,
+            "number": case.number,
+            "state": case.state,
+            "group": case.group,
+            "version": case.version,
+            "definition": {"key": case.definition_key, "version": case.definition_version},
+            "unit_code": case.unit_code,
+            "province_code": case.province_code,
+            "fields": dict(case.fields or {}),
+            "opened_at": case.opened_at,
+            "state_entered_at": case.state_entered_at,
+            "closed_at": case.closed_at,
+            "subject": {
+                "full_name": s.full_name,
+                "date_of_birth": s.date_of_birth,
+                "sex": s.sex,
+                "national_id": s.national_id,
+                "address": s.address,
+                "unit_code": s.unit_code,
+            },
+            "deadlines": [
+                {
+                    "id": x.id,
+                    "key": x.key,
+                    "label": d.deadlines[x.key].label.vi if x.key in d.deadlines else x.key,
+                    "due_on": x.due_on,
+                    "overdue": x.due_on < today,
+                    "working_days_left": self.calendar.working_days_between(today, x.due_on),
+                    "escalation_level": x.escalation_level,
+                }
+                for x in deadlines
+            ],
+            "documents": [
+                {
+                    "id": x.id,
+                    "type": x.type,
+                    "filename": x.filename,
+                    "media_type": x.media_type,
+                    "size": x.size,
+                    "sha256": x.sha256,
+                    "uploaded_at": x.uploaded_at,
+                    "revoked": x.revoked_at is not None,
+                    "revoke_reason": x.revoke_reason,
+                }
+                for x in docs
+            ],
+            "available_transitions": [
+                a.__dict__ | {"ready": a.ready}
+                for a in self._availability(uow, case, actor, now, "vi")
+            ],
+            "available_activities": [
+                a.key
+                for a in d.activities_in(case.state)
+                if a.permits(actor.agency_type, actor.role)
+            ],
+        }
+
+    def events(self, case_id: int, actor: Actor) -> list[AuditEvent]:
+        with self.uow(read_only=True) as uow:
+            self._visible_case(uow, case_id, actor, lock=False)
+            return list(
+                uow.session.execute(
+                    select(AuditEvent).where(AuditEvent.case_id == case_id).order_by(AuditEvent.seq)
+                ).scalars()
+            )
+
+    def verify_audit(self) -> audit.VerifyResult:
+        with self.uow(read_only=True) as uow:
+            return audit.verify(uow.session)
+
+
+def is_unique_violation(exc: IntegrityError) -> bool:
+    return "unique" in str(exc.orig).lower() or "duplicate" in str(exc.orig).lower()

@@ -1,0 +1,53 @@
+"""The unit of work: one database transaction that owns a command's every write.
+
+State change, audit event, outbox messages and deadlines are written in the same transaction;
+leaving the block without :meth:`UnitOfWork.commit` rolls everything back.
+"""
+
+from __future__ import annotations
+
+from types import TracebackType
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from workflow.db import read_only_transaction
+from workflow.errors import CaseNotFound
+from workflow.model import Case
+
+
+class UnitOfWork:
+    def __init__(self, session_factory: sessionmaker[Session], *, read_only: bool = False) -> None:
+        self._factory = session_factory
+        self.read_only = read_only
+
+    def __enter__(self) -> UnitOfWork:
+        self._token = read_only_transaction.set(self.read_only)
+        self.session = self._factory()
+        self.dialect = self.session.get_bind().dialect.name
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        try:
+            self.session.rollback()
+            self.session.close()
+        finally:
+            read_only_transaction.reset(self._token)
+
+    def commit(self) -> None:
+        self.session.commit()
+
+    def get_case(self, case_id: int, *, for_update: bool = False) -> Case:
+        """Load a case; on PostgreSQL ``for_update`` locks its row until commit."""
+        stmt = select(Case).where(Case.id == case_id)
+        if for_update and self.dialect == "postgresql":
+            stmt = stmt.with_for_update(of=Case)
+        case = self.session.execute(stmt).scalar_one_or_none()
+        if case is None:
+            raise CaseNotFound(f"case {case_id} not found", case_id=case_id)
+        return case

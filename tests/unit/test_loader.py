@@ -131,14 +131,9 @@ def test_unreachable_state() -> None:
     )
     msgs = problems_of(text)
     line = line_of(text, "key: orphan")
-    assert (
-        f"mini.yaml:{line}: states.orphan: state 'orphan' is unreachable from the initial state 'start'"
-        in msgs
-    )
-    assert (
-        f"mini.yaml:{line}: states.orphan: active state 'orphan' has no way out (no transition leaves it)"
-        in msgs
-    )
+    prefix = f"mini.yaml:{line}: states.orphan: "
+    assert prefix + "state 'orphan' is unreachable from the initial state 'start'" in msgs
+    assert prefix + "active state 'orphan' has no way out (no transition leaves it)" in msgs
 
 
 def test_active_state_without_exit() -> None:

@@ -55,15 +55,21 @@ def registry() -> Registry:
 
 @pytest.fixture(scope="session")
 def pg_engine() -> Iterator[Engine]:
+    """A private schema per test run, so concurrent runs on one database do not collide."""
     if not PG_AVAILABLE:
         pytest.skip("PostgreSQL is not reachable")
-    engine = make_engine(PG_URL)
-    with engine.begin() as conn:
-        conn.execute(text("DROP SCHEMA public CASCADE"))
-        conn.execute(text("CREATE SCHEMA public"))
+    name = f"rftest_{os.getpid()}"
+    admin = make_engine(PG_URL)
+    with admin.begin() as conn:
+        conn.execute(text(f"DROP SCHEMA IF EXISTS {name} CASCADE"))
+        conn.execute(text(f"CREATE SCHEMA {name}"))
+    engine = make_engine(PG_URL, connect_args={"options": f"-csearch_path={name}"})
     schema.upgrade(engine)
     yield engine
     engine.dispose()
+    with admin.begin() as conn:
+        conn.execute(text(f"DROP SCHEMA IF EXISTS {name} CASCADE"))
+    admin.dispose()
 
 
 def _truncate_pg(engine: Engine) -> None:

@@ -77,6 +77,7 @@ def _construct_mapping(loader: _Loader, node: yaml.MappingNode) -> LineDict:
         key = loader.construct_object(key_node, deep=True)
         if key in out:
             out.duplicates.append((key, key_node.start_mark.line + 1))
+            loader.duplicates.append((key, key_node.start_mark.line + 1))
         out[key] = loader.construct_object(value_node, deep=True)
         out.key_lines[key] = key_node.start_mark.line + 1
     return out
@@ -219,7 +220,22 @@ class _Parser:
             out.append((ident, item, path))
         return out
 
-    def quantity(self, raw: Any, line: int, path: str) -> Quantity:
+    def mappings(self, d: Any, key: str, path: str, required: bool = False) -> list[tuple]:
+        """(index, item) of a list of mappings; any other item is reported and skipped."""
+        raw = self.get(d, key, path, list, required=required, default=[])
+        out = []
+        for i, item in enumerate(raw):
+            if isinstance(item, dict):
+                out.append((i, item))
+            else:
+                self.p.add(
+                    _line_of(raw, i),
+                    f"{path}.{key}[{i}]",
+                    f"must be a mapping, got {type(item).__name__}",
+                )
+        return out
+
+    def quantity(self, raw: Any, line: int, path: str, fields: bool = True) -> Quantity:
         if isinstance(raw, int) and not isinstance(raw, bool):
             if raw < 0:
                 self.p.add(line, path, f"must not be negative, got {raw}")
@@ -229,10 +245,18 @@ class _Parser:
             if kind == "param" and isinstance(ref, str):
                 if ref not in self.params:
                     self.p.add(line, path, f"unknown parameter {ref!r}")
-                elif not isinstance(self.params[ref].value, int):
+                elif not isinstance(self.params[ref].value, int) or isinstance(
+                    self.params[ref].value, bool
+                ):
                     self.p.add(line, path, f"parameter {ref!r} is not an integer")
                 return Quantity(param=ref)
-            if kind == "field" and isinstance(ref, str):
+            if kind == "field" and isinstance(ref, str) and fields:
+                if not ref.startswith(("form.", "case.")):
+                    self.p.add(line, path, f"{ref!r} must be a form.x or case.x field")
+                elif ref.startswith("case.") and ref[5:] not in self.case_fields:
+                    self.p.add(line, path, f"unknown case field {ref!r}")
+                elif ref.startswith("case.") and self.case_fields[ref[5:]].type != "integer":
+                    self.p.add(line, path, f"case field {ref!r} is not an integer")
                 return Quantity(field=ref)
         self.p.add(
             line,
@@ -296,7 +320,7 @@ class _Parser:
             )
         self.agencies: dict[str, AgencyType] = {}
         for code, item, path in self.items("agency_types", "code"):
-            level = self.get(item, "level", path, str, default="commune")
+            level = self.get(item, "level", path, str, required=False, default="commune")
             if level not in AGENCY_LEVELS:
                 self.p.add(
                     _line_of(item, "level"),
@@ -327,7 +351,7 @@ class _Parser:
     def states(self) -> dict[str, State]:
         out = {}
         for key, item, path in self.items("states"):
-            kind = self.get(item, "kind", path, str, default="active")
+            kind = self.get(item, "kind", path, str, required=False, default="active")
             if kind not in STATE_KINDS:
                 self.p.add(
                     _line_of(item, "kind"),
@@ -381,7 +405,7 @@ class _Parser:
             if name in seen:
                 self.p.add(_line_of(f, "name"), fpath, f"duplicate field {name!r}")
             seen.add(name)
-            ftype = self.get(f, "type", fpath, str, default="string")
+            ftype = self.get(f, "type", fpath, str, required=False, default="string")
             if ftype not in FIELD_TYPES:
                 self.p.add(
                     _line_of(f, "type"),
@@ -409,7 +433,7 @@ class _Parser:
             bounds = {}
             for k, v in (("min", lo), ("max", hi)):
                 if isinstance(v, dict):
-                    q = self.quantity(v, _line_of(f, k), f"{fpath}.{k}")
+                    q = self.quantity(v, _line_of(f, k), f"{fpath}.{k}", fields=False)
                     bounds[k], bounds[f"{k}_param"] = None, q.param
                 else:
                     bounds[k], bounds[f"{k}_param"] = v, None
@@ -444,8 +468,7 @@ class _Parser:
 
     def action(self, key: str, item: LineDict, path: str) -> dict[str, Any]:
         allowed = []
-        raw_allowed = self.get(item, "allowed", path, list, default=[])
-        for i, a in enumerate(raw_allowed):
+        for i, a in self.mappings(item, "allowed", path, required=True):
             apath = f"{path}.allowed[{i}]"
             agency = self.get(a, "agency", apath, str, default="")
             if agency and agency != SYSTEM_AGENCY:
@@ -459,7 +482,20 @@ class _Parser:
         docs = []
         raw_docs = self.get(item, "documents", path, list, required=False, default=[])
         for i, d in enumerate(raw_docs):
-            codes = (d,) if isinstance(d, str) else self.str_list(d, "one_of", f"{path}.documents")
+            if not isinstance(d, str | dict):
+                self.p.add(
+                    _line_of(raw_docs, i),
+                    f"{path}.documents[{i}]",
+                    "must be a document code or {one_of: [codes]}",
+                )
+                continue
+            codes = (
+                (d,)
+                if isinstance(d, str)
+                else self.str_list(d, "one_of", f"{path}.documents", required=True)
+            )
+            if not codes:
+                continue
             for c in codes:
                 self.ref(
                     c, self.documents, "document type", _line_of(raw_docs, i), f"{path}.documents"
@@ -475,7 +511,7 @@ class _Parser:
             date_fields=frozenset(f.name for f in fields if f.type == "date"),
         )
         guards = []
-        for i, g in enumerate(self.get(item, "guards", path, list, required=False, default=[])):
+        for i, g in self.mappings(item, "guards", path):
             gpath = f"{path}.guards[{i}]"
             gkey = self.ident(g, "key", gpath)
             test = self.get(g, "test", gpath, (dict, bool), default=True)
@@ -507,14 +543,15 @@ class _Parser:
             for d in cancels
         ]
         notify = []
-        for i, n in enumerate(self.get(item, "notify", path, list, required=False, default=[])):
+        for i, n in self.mappings(item, "notify", path):
             npath = f"{path}.notify[{i}]"
             agencies = self.str_list(n, "agencies", npath, required=True)
             for a in agencies:
                 self.ref(
                     a, self.agencies, "agency type", _line_of(n, "agencies"), f"{npath}.agencies"
                 )
-            notify.append(Notification(agencies, self.get(n, "template", npath, str, default=key)))
+            template = self.get(n, "template", npath, str, required=False, default=key)
+            notify.append(Notification(agencies, template))
         return dict(
             key=key,
             label=self.label(item, "label", path),
@@ -543,6 +580,21 @@ class _Parser:
             if dest:
                 self.ref(dest, states, "state", _line_of(item, "to"), f"{path}.to")
             automatic = self.get(item, "automatic", path, bool, required=False, default=False)
+            raw_allowed = item.get("allowed") or []
+            agencies = {a.get("agency") for a in raw_allowed if isinstance(a, dict)}
+            if automatic and agencies != {SYSTEM_AGENCY}:
+                self.p.add(
+                    _line_of(item, "allowed"),
+                    f"{path}.allowed",
+                    "an automatic transition is fired by the system only: "
+                    "allowed: [{agency: system}]",
+                )
+            if not automatic and SYSTEM_AGENCY in agencies:
+                self.p.add(
+                    _line_of(item, "allowed"),
+                    f"{path}.allowed",
+                    "only an 'automatic: true' transition may be allowed to the system",
+                )
             out[key] = Transition(
                 **self.action(key, item, path), sources=sources, dest=dest, automatic=automatic
             )
@@ -574,8 +626,7 @@ class _Parser:
                 )
             reminder = self.duration(item, "reminder", path, required=False)
             ladder = []
-            raw_ladder = self.get(item, "escalation", path, list, required=False, default=[])
-            for i, e in enumerate(raw_ladder):
+            for i, e in self.mappings(item, "escalation", path):
                 epath = f"{path}.escalation[{i}]"
                 after = self.duration(e, "after", epath)
                 agencies = self.str_list(e, "notify", epath, required=True)
@@ -653,8 +704,8 @@ class _Parser:
         deadlines = self.deadlines(actions, transitions)
         self.check_deadline_refs(deadlines, actions)
         self.check_graph(states, transitions)
-        for d in self.doc.duplicates:
-            self.p.add(d[1], str(d[0]), "duplicate key")
+        for name, line in self.duplicates:
+            self.p.add(line, str(name), "duplicate key (the later value would silently win)")
         if not key or not isinstance(version, int):
             return None
         return Definition(
@@ -763,7 +814,12 @@ def parse_text(text: str, file: str = "<string>") -> tuple[Definition | None, li
     """Parse definition YAML; returns the definition (or None) and every problem found."""
     problems = _Problems(file)
     try:
-        doc = yaml.load(text, Loader=_Loader)  # noqa: S506 - SafeLoader subclass
+        loader = _Loader(text)
+        loader.duplicates = []
+        try:
+            doc = loader.get_single_data()
+        finally:
+            loader.dispose()
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         problems.add(mark.line + 1 if mark else 0, "yaml", str(exc).replace("\n", " "))
@@ -771,7 +827,9 @@ def parse_text(text: str, file: str = "<string>") -> tuple[Definition | None, li
     if not isinstance(doc, dict):
         problems.add(1, "definition", "the file must hold a mapping")
         return None, problems.items
-    definition = _Parser(doc, problems).parse()
+    parser = _Parser(doc, problems)
+    parser.duplicates = loader.duplicates
+    definition = parser.parse()
     return (definition if not problems.items else None), problems.items
 
 

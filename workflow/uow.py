@@ -34,7 +34,8 @@ class UnitOfWork:
         tb: TracebackType | None,
     ) -> None:
         try:
-            self.session.rollback()
+            # close() rolls back anything not committed and detaches objects without expiring
+            # them, so results read in the unit of work stay usable after it.
             self.session.close()
         finally:
             read_only_transaction.reset(self._token)

@@ -165,7 +165,40 @@ def test_duplicate_keys() -> None:
 
 def test_duplicate_yaml_mapping_key() -> None:
     text = edit("version: 1\n", "version: 1\nversion: 2\n")
-    assert f"mini.yaml:{line_of(text, 'version: 2')}: version: duplicate key" in problems_of(text)
+    assert (
+        f"mini.yaml:{line_of(text, 'version: 2')}: version: duplicate key (the later value"
+        " would silently win)"
+    ) in problems_of(text)
+
+
+def test_duplicate_nested_mapping_key() -> None:
+    text = edit("  unsure_days:", "  term_months: {value: 6, cite: x}\n  unsure_days:")
+    assert (
+        f"mini.yaml:{line_of(text, 'term_months: {value: 6')}: term_months: duplicate key"
+        " (the later value would silently win)"
+    ) in problems_of(text)
+
+
+def test_list_items_must_be_mappings() -> None:
+    text = edit("allowed: [{agency: police, roles: [officer]}]", "allowed: [police]")
+    assert (
+        f"mini.yaml:{line_of(text, 'allowed: [police]')}: transitions.go.allowed[0]: must be a"
+        " mapping, got str"
+    ) in problems_of(text)
+    text = edit("documents: [decision]", "documents: [42]")
+    assert (
+        f"mini.yaml:{line_of(text, 'documents: [42]')}: transitions.go.documents[0]: must be a"
+        " document code or {one_of: [codes]}"
+    ) in problems_of(text)
+
+
+def test_automatic_transition_is_for_the_system_only() -> None:
+    text = edit("allowed: [{agency: system}]", "allowed: [{agency: police, roles: [officer]}]")
+    line = line_of(text, "allowed: [{agency: police", 2)
+    assert (
+        f"mini.yaml:{line}: transitions.finish.allowed: an automatic transition is fired by"
+        " the system only: allowed: [{agency: system}]"
+    ) in problems_of(text)
 
 
 def test_bad_duration_unit() -> None:

@@ -294,7 +294,16 @@ class CaseService:
                 )
             )
 
-    def _commit(self, uow: UnitOfWork, case_id: int) -> None:
+    def _commit(
+        self,
+        uow: UnitOfWork,
+        case_id: int,
+        actor: Actor | None = None,
+        key: str | None = None,
+        request: dict | None = None,
+    ) -> CommandResult | None:
+        """Commit; map a lost race to StaleCase. If a concurrent request with the same
+        idempotency key committed first, return its stored result instead."""
         try:
             uow.session.flush()
             uow.commit()
@@ -302,6 +311,16 @@ class CaseService:
             raise StaleCase(
                 "the case was changed by someone else; reload it", case_id=case_id
             ) from None
+        except IntegrityError:
+            if not key or actor is None:
+                raise
+            uow.session.rollback()
+            with self.uow(read_only=True) as again:
+                stored = self._replay(again, actor, key, request or {})
+            if stored is None:
+                raise
+            return stored
+        return None
 
     # -- audit and outbox --------------------------------------------------------------
     def _audit(
@@ -540,8 +559,7 @@ class CaseService:
                 case.id, case.number, case.state, case.version, event.seq, "case.opened"
             )
             self._remember(uow, actor, idempotency_key, request, result, now)
-            self._commit(uow, case.id)
-            return result
+            return self._commit(uow, case.id, actor, idempotency_key, request) or result
 
     @staticmethod
     def _subject_errors(s: SubjectData, today: date) -> dict[str, list[str]]:
@@ -655,8 +673,7 @@ class CaseService:
                 from_state,
             )
             self._remember(uow, actor, idempotency_key, request, result, now)
-            self._commit(uow, case.id)
-            return result
+            return self._commit(uow, case.id, actor, idempotency_key, request) or result
 
     @staticmethod
     def _authorise(actor: Actor, action: Action) -> None:
@@ -762,8 +779,7 @@ class CaseService:
                 case.state,
             )
             self._remember(uow, actor, idempotency_key, request, result, now)
-            self._commit(uow, case.id)
-            return result
+            return self._commit(uow, case.id, actor, idempotency_key, request) or result
 
     def attach_document(
         self,

@@ -373,3 +373,19 @@ class TestNotificationsAndAudit:
             "transition:request_determination",
         ]
         assert events[-1].documents[0]["type"] == "determination_request"
+
+
+class TestDeadlinesCountLegally:
+    def test_registration_across_tet_scenario_1(self, drive: Driver, service) -> None:  # noqa: ANN001
+        """Result dated Wed 03/02/2027, entered late (on 08/02): due 17/02/2027 all the same."""
+        cid = drive.open(date(2027, 2, 1)).case_id
+        drive.fire(cid, "request_determination", date(2027, 2, 1))
+        drive.fire(cid, "record_addiction_result", date(2027, 2, 8), result_date="2027-02-03")
+        assert deadlines(service, cid)["register_voluntary"].due_on == date(2027, 2, 17)
+        drive.fire(cid, "register_voluntary_home", date(2027, 2, 15), registered_by="self")
+        assert deadlines(service, cid)["voluntary_home_decision"].due_on == date(2027, 2, 18)
+        details = service.get_case(
+            cid, drive.actors.get("commune_pc", "head"), at(date(2027, 2, 16))
+        )
+        row = next(d for d in details["deadlines"] if d["key"] == "voluntary_home_decision")
+        assert row["working_days_left"] == 2 and row["overdue"] is False

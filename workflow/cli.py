@@ -167,5 +167,97 @@ def audit_verify() -> None:
     sys.exit(1)
 
 
+# ---------------------------------------------------------------------------- accounts
+def _accounts():  # noqa: ANN202
+    from workflow.accounts import Accounts
+    from workflow.bootstrap import bootstrap
+
+    services = bootstrap(registry=_registry())
+    services.init_db()
+    return Accounts(services.session_factory, services.registry)
+
+
+def _fail(exc: RehabflowError) -> None:
+    click.echo(f"error: {exc.message}", err=True)
+    for field, messages in (exc.details.get("errors") or {}).items():
+        click.echo(f"  {field}: {'; '.join(messages)}", err=True)
+    sys.exit(1)
+
+
+@main.group()
+def users() -> None:
+    """User accounts."""
+
+
+@users.command("create")
+@click.argument("username")
+@click.option("--agency-type", required=True, help="Agency type code of the definitions.")
+@click.option("--role", required=True)
+@click.option("--unit", "unit_code", required=True, help="Commune/ward or province code.")
+@click.option("--full-name", default="")
+@click.option("--admin", is_flag=True, help="May verify the audit log and read the access log.")
+@click.option("--password-stdin", is_flag=True, help="Read a password from standard input.")
+def users_create(
+    username: str,
+    agency_type: str,
+    role: str,
+    unit_code: str,
+    full_name: str,
+    admin: bool,
+    password_stdin: bool,
+) -> None:
+    """Create USERNAME in the agency of that type covering that unit."""
+    from datetime import UTC, datetime
+
+    password = sys.stdin.readline().rstrip("\n") if password_stdin else None
+    try:
+        user = _accounts().create_user(
+            username,
+            agency_type,
+            role,
+            unit_code,
+            datetime.now(UTC),
+            password=password,
+            full_name=full_name,
+            is_admin=admin,
+        )
+    except RehabflowError as exc:
+        _fail(exc)
+    click.echo(f"user {user.username} created (agency {user.agency_id}, role {user.role})")
+
+
+@main.group()
+def tokens() -> None:
+    """API tokens (Authorization: Bearer ...)."""
+
+
+@tokens.command("create")
+@click.argument("username")
+@click.option("--expires-days", type=int, default=90, show_default=True)
+def tokens_create(username: str, expires_days: int) -> None:
+    """Create a token for USERNAME; the token alone is printed on the last line (shown once)."""
+    from datetime import UTC, datetime
+
+    try:
+        new = _accounts().create_token(username, datetime.now(UTC), expires_days=expires_days)
+    except RehabflowError as exc:
+        _fail(exc)
+    click.echo(f"token {new.id} for {username}, expires {new.expires_at:%d/%m/%Y}", err=True)
+    click.echo(new.token)
+
+
+@tokens.command("revoke")
+@click.argument("token_or_id")
+def tokens_revoke(token_or_id: str) -> None:
+    """Revoke a token, given as the token itself or its id."""
+    from datetime import UTC, datetime
+
+    n = _accounts().revoke_token(token_or_id, datetime.now(UTC))
+    if not n:
+        click.echo("no active token matches", err=True)
+        sys.exit(1)
+    click.echo(f"{n} token(s) revoked")
+
+
 if __name__ == "__main__":
     main()

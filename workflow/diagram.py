@@ -134,6 +134,7 @@ def _one_line(text: str) -> str:
 # --------------------------------------------------------------------------- mermaid
 _MERMAID_ENTITIES = {
     "#": "#35;",
+    "&": "#amp;",
     '"': "#quot;",
     ":": "#58;",
     ";": "#59;",
@@ -577,6 +578,29 @@ def _project(targets: list[float], offsets: list[float], weights: list[float]) -
     return [q + o for q, o in zip(flat, offsets, strict=True)]
 
 
+def _straighten_trunks(graph: _Graph, pos: dict[str, float], offsets: list[list[float]]) -> None:
+    """Put all points of a trunk on one line wherever their neighbours leave room for it."""
+    trunks: dict[str, list[tuple[int, int]]] = {}
+    for i, layer in enumerate(graph.layers):
+        for j, n in enumerate(layer):
+            if graph.is_dummy(n):
+                trunks.setdefault(n.rsplit(":", 1)[0], []).append((i, j))
+    for _round in range(2):
+        for name in sorted(trunks):
+            low, high, current = -math.inf, math.inf, []
+            for i, j in trunks[name]:
+                layer, offs = graph.layers[i], offsets[i]
+                current.append(pos[layer[j]])
+                if j > 0:
+                    low = max(low, pos[layer[j - 1]] + offs[j] - offs[j - 1])
+                if j + 1 < len(layer):
+                    high = min(high, pos[layer[j + 1]] - offs[j + 1] + offs[j])
+            if low <= high:
+                line = min(max(sorted(current)[len(current) // 2], low), high)
+                for i, j in trunks[name]:
+                    pos[graph.layers[i][j]] = line
+
+
 @dataclass
 class _Geometry:
     """Coordinates of one orientation; (x, y) are node centres and edge polylines."""
@@ -634,6 +658,8 @@ def _place(graph: _Graph, horizontal: bool, node_w: float, node_h: float) -> _Ge
             weights = [4.0 if graph.is_dummy(n) else 1.0 for n in layer]
             for n, p in zip(layer, _project(targets, offsets[i], weights), strict=True):
                 pos[n] = p
+
+    _straighten_trunks(graph, pos, offsets)
 
     # Along the layers: each gap grows with the number of links crossing it.
     links = [0] * len(graph.layers)

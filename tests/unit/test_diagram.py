@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import textwrap
 import xml.etree.ElementTree as ET
+from collections.abc import Callable
 from itertools import combinations
 from pathlib import Path
 
@@ -142,7 +143,7 @@ MERMAID_EDGE = re.compile(r"^    (\w+) --> (\w+) : (.+)$")
 
 
 @pytest.mark.parametrize("build", [small, large])
-def test_mermaid_has_every_state_and_edge(build) -> None:
+def test_mermaid_has_every_state_and_edge(build: Callable[[], Definition]) -> None:
     definition = build()
     text = render(definition, "mermaid")
     lines = text.splitlines()
@@ -228,7 +229,7 @@ def _parse_dot(text: str) -> tuple[dict[str, dict[str, str]], list[tuple[str, st
 
 
 @pytest.mark.parametrize("build", [small, large])
-def test_dot_has_every_state_and_edge(build) -> None:
+def test_dot_has_every_state_and_edge(build: Callable[[], Definition]) -> None:
     definition = build()
     nodes, edges = _parse_dot(render(definition, "dot"))
     assert list(nodes) == list(definition.states)
@@ -302,7 +303,7 @@ def _on_border(point: tuple[float, float], rect: tuple[float, float, float, floa
 
 
 @pytest.mark.parametrize("build", [small, large])
-def test_svg_structure(build) -> None:
+def test_svg_structure(build: Callable[[], Definition]) -> None:
     definition = build()
     text, root = _svg(definition)
     assert root.tag == f"{SVG}svg"

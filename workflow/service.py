@@ -13,7 +13,7 @@ import hmac
 import re
 import unicodedata
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
 from typing import Any
 
@@ -54,6 +54,7 @@ from workflow.model import (
     OutboxMessage,
     Subject,
 )
+from workflow.queries import CaseFilter, list_cases
 from workflow.registry import Registry
 from workflow.storage import BlobStore, MemoryBlobStore
 from workflow.uow import UnitOfWork
@@ -1013,6 +1014,58 @@ class CaseService:
                 if a.permits(actor.agency_type, actor.role)
             ],
         }
+
+    def list_cases(
+        self,
+        actor: Actor,
+        f: CaseFilter,
+        now: datetime,
+        *,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> tuple[list[Case], str | None]:
+        """One page of the cases the actor may see (see :func:`workflow.queries.list_cases`)."""
+        if f.q and NATIONAL_ID_RE.match(f.q.strip()):
+            f = replace(f, national_id_hash=self.national_id_hash(f.q))
+        with self.uow(read_only=True) as uow:
+            return list_cases(
+                uow.session, actor, f, business_date(now), limit=limit, cursor=cursor, fold=fold
+            )
+
+    def read_document(
+        self, case_id: int, document_id: int, actor: Actor, now: datetime
+    ) -> tuple[Document, bytes]:
+        """A document's metadata and bytes; the read is recorded in the access log."""
+        self._check_now(now)
+        with self.uow() as uow:
+            case = self._visible_case(uow, case_id, actor, lock=False)
+            doc = uow.session.get(Document, document_id)
+            if doc is None or doc.case_id != case.id:
+                raise DocumentNotFound(f"document {document_id} not found", document_id=document_id)
+            content = self.blobs.get(doc.sha256)
+            if actor.user_id is not None:
+                uow.session.add(
+                    AccessLog(
+                        at=now,
+                        user_id=actor.user_id,
+                        case_id=case.id,
+                        document_id=doc.id,
+                        action="document.read",
+                    )
+                )
+            uow.commit()
+            return doc, content
+
+    def access_log(
+        self, actor: Actor, case_id: int | None = None, limit: int = 200
+    ) -> list[AccessLog]:
+        if not actor.is_admin:
+            raise NotPermitted("only administrators may read the access log")
+        with self.uow(read_only=True) as uow:
+            stmt = select(AccessLog).order_by(AccessLog.id.desc()).limit(limit)
+            if case_id is not None:
+                stmt = stmt.where(AccessLog.case_id == case_id)
+            return list(uow.session.execute(stmt).scalars())
 
     def events(self, case_id: int, actor: Actor) -> list[AuditEvent]:
         with self.uow(read_only=True) as uow:

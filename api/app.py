@@ -1,0 +1,187 @@
+"""The Flask application factory."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from datetime import UTC, datetime
+from typing import Any
+
+from flask import Flask, Response, g, render_template, request
+from flask_smorest import Api
+from sqlalchemy import text
+
+from api import problems
+from workflow.accounts import Accounts
+from workflow.bootstrap import bootstrap
+from workflow.config import load_settings
+
+log = logging.getLogger(__name__)
+
+PUBLIC = ("/healthz", "/readyz", "/api/v1/openapi.json", "/api/docs")
+SECURITY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+    "Content-Security-Policy": "default-src 'self'; frame-ancestors 'none'; base-uri 'none'",
+    "Cache-Control": "no-store",
+    "Cross-Origin-Opener-Policy": "same-origin",
+    "Permissions-Policy": "camera=(), microphone=(), geolocation=()",
+}
+
+
+class ProblemApi(Api):
+    """flask-smorest, with its HTTP errors rendered as problem details."""
+
+    def handle_http_exception(self, error: Any) -> Response:
+        return problems.from_http(error)
+
+
+class FailureLimiter:
+    """Counts failed authentications per client address in a sliding window."""
+
+    def __init__(self, limit: int = 20, window: float = 300.0) -> None:
+        self.limit, self.window = limit, window
+        self._failures: dict[str, deque[float]] = {}
+        self._lock = threading.Lock()
+
+    def blocked(self, key: str) -> bool:
+        with self._lock:
+            q = self._failures.get(key)
+            now = time.monotonic()
+            while q and now - q[0] > self.window:
+                q.popleft()
+            return bool(q) and len(q) >= self.limit
+
+    def fail(self, key: str) -> None:
+        with self._lock:
+            self._failures.setdefault(key, deque()).append(time.monotonic())
+
+
+def create_app(config: dict[str, Any] | None = None) -> Flask:
+    """Build the app. ``config`` may carry Flask settings, ``REHABFLOW_ENV`` (a dict of
+    environment overrides for :func:`workflow.config.load_settings`), ``REHABFLOW_CLOCK``
+    (a callable returning the current aware datetime) and ``INIT_DB`` (default True)."""
+    config = dict(config or {})
+    app = Flask(__name__)
+    settings = load_settings(config.pop("REHABFLOW_ENV", None))
+    app.config.update(
+        API_TITLE="rehabflow",
+        API_VERSION="v1",
+        OPENAPI_VERSION="3.1.0",
+        OPENAPI_URL_PREFIX="/api/v1",
+        OPENAPI_JSON_PATH="openapi.json",
+        MAX_CONTENT_LENGTH=20 * 1024 * 1024 + 64 * 1024,
+        JSON_SORT_KEYS=False,
+        AUTH_FAILURE_LIMIT=20,
+    )
+    app.config.update(config)
+    app.json.ensure_ascii = False
+    services = bootstrap(settings)
+    if app.config.get("INIT_DB", True):
+        services.init_db()
+    app.extensions["rehabflow"] = services
+    app.extensions["rehabflow.accounts"] = Accounts(services.session_factory, services.registry)
+    limiter = FailureLimiter(app.config["AUTH_FAILURE_LIMIT"])
+
+    api = ProblemApi(
+        app,
+        spec_kwargs={
+            "info": {
+                "description": "Drug-rehabilitation case workflow (Vietnam). Errors are "
+                "RFC 9457 problem details; times are ISO 8601."
+            },
+        },
+    )
+    api.spec.components.security_scheme("bearer", {"type": "http", "scheme": "bearer"})
+    api.spec.options["security"] = [{"bearer": []}]
+    from api import admin, cases, definitions
+
+    for blp in (cases.blp, definitions.blp, admin.blp):
+        api.register_blueprint(blp)
+    problems.register(app)
+
+    @app.before_request
+    def _authenticate() -> Response | None:
+        g.actor = None
+        if not request.path.startswith("/api/") or request.path in PUBLIC:
+            return None
+        client = request.remote_addr or "?"
+        if limiter.blocked(client):
+            return problems.problem(
+                429,
+                "too_many_requests",
+                "too many failed authentications; try again later",
+                headers={"Retry-After": "300"},
+            )
+        header = request.headers.get("Authorization", "")
+        scheme, _, token = header.partition(" ")
+        who = None
+        if scheme.lower() == "bearer" and token:
+            who = app.extensions["rehabflow.accounts"].authenticate_token(
+                token.strip(), datetime.now(UTC)
+            )
+        if who is None:
+            limiter.fail(client)
+            return problems.problem(
+                401,
+                "unauthorized",
+                "a valid token is required: Authorization: Bearer <token>",
+                headers={"WWW-Authenticate": 'Bearer realm="rehabflow"'},
+            )
+        g.actor = who
+        return None
+
+    @app.before_request
+    def _content_type() -> Response | None:
+        if request.method != "POST" or not request.path.startswith("/api/"):
+            return None
+        wanted = (
+            "multipart/form-data" if request.path.endswith("/documents") else ("application/json")
+        )
+        if request.mimetype != wanted:
+            return problems.problem(
+                415, "unsupported_media_type", f"send the body as {wanted}", expected=wanted
+            )
+        return None
+
+    @app.after_request
+    def _headers(resp: Response) -> Response:
+        for k, v in SECURITY_HEADERS.items():
+            resp.headers.setdefault(k, v)
+        if request.path == "/api/docs":
+            resp.headers["Content-Security-Policy"] = (
+                "default-src 'self'; style-src 'self' 'unsafe-inline'; frame-ancestors 'none'"
+            )
+        return resp
+
+    @app.get("/healthz")
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz")
+    def readyz() -> tuple[dict[str, Any], int]:
+        checks: dict[str, str] = {}
+        try:
+            with services.engine.connect() as conn:
+                conn.execute(text("select 1"))
+            checks["database"] = "ok"
+        except Exception as exc:  # noqa: BLE001 - readiness reports, never raises
+            checks["database"] = f"unavailable: {type(exc).__name__}"
+        redis_check = app.config.get("REHABFLOW_REDIS_CHECK")
+        if redis_check is not None:
+            try:
+                redis_check()
+                checks["redis"] = "ok"
+            except Exception as exc:  # noqa: BLE001
+                checks["redis"] = f"unavailable: {type(exc).__name__}"
+        ok = all(v == "ok" for v in checks.values())
+        return {"status": "ok" if ok else "unavailable", "checks": checks}, 200 if ok else 503
+
+    @app.get("/api/docs")
+    def docs() -> str:
+        return render_template("docs.html", spec=api.spec.to_dict())
+
+    return app

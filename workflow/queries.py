@@ -1,0 +1,86 @@
+"""Read models: the case list with filters and keyset pagination (indexed columns only)."""
+
+from __future__ import annotations
+
+import base64
+import json
+from dataclasses import dataclass
+from datetime import date
+from typing import Any
+
+from sqlalchemy import exists, or_, select
+from sqlalchemy.orm import Session
+
+from workflow.actors import Actor
+from workflow.errors import ValidationFailed
+from workflow.model import Case, Deadline, Subject
+
+MAX_LIMIT = 200
+
+
+@dataclass(frozen=True)
+class CaseFilter:
+    state: str | None = None
+    group: str | None = None
+    unit: str | None = None
+    overdue: bool = False
+    q: str | None = None
+    national_id_hash: str | None = None
+
+
+def encode_cursor(last_id: int) -> str:
+    return base64.urlsafe_b64encode(json.dumps({"after": last_id}).encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> int:
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        value = json.loads(base64.urlsafe_b64decode(padded.encode()))["after"]
+        if not isinstance(value, int):
+            raise ValueError
+        return value
+    except (ValueError, KeyError, TypeError, json.JSONDecodeError):
+        raise ValidationFailed("invalid cursor", errors={"cursor": ["invalid cursor"]}) from None
+
+
+def list_cases(
+    session: Session,
+    actor: Actor,
+    f: CaseFilter,
+    today: date,
+    *,
+    limit: int = 50,
+    cursor: str | None = None,
+    fold: Any = None,
+) -> tuple[list[Case], str | None]:
+    """Cases the actor may see, newest first (by id, a stable order), one page at a time."""
+    if not 1 <= limit <= MAX_LIMIT:
+        raise ValidationFailed("invalid limit", errors={"limit": [f"1 to {MAX_LIMIT}"]})
+    stmt = select(Case).join(Subject, Subject.id == Case.subject_id)
+    if not actor.is_system:
+        stmt = stmt.where(or_(Case.unit_code.in_(actor.units), Case.province_code.in_(actor.units)))
+    if f.state:
+        stmt = stmt.where(Case.state == f.state)
+    if f.group:
+        stmt = stmt.where(Case.group == f.group)
+    if f.unit:
+        stmt = stmt.where(or_(Case.unit_code == f.unit, Case.province_code == f.unit))
+    if f.overdue:
+        stmt = stmt.where(
+            exists().where(
+                Deadline.case_id == Case.id, Deadline.status == "open", Deadline.due_on < today
+            )
+        )
+    if f.q:
+        text = f.q.strip()
+        conds = [Case.number == text]
+        if fold is not None and text:
+            conds.append(Subject.full_name_folded.like(f"%{fold(text)}%"))
+        if f.national_id_hash:
+            conds.append(Subject.national_id_hash == f.national_id_hash)
+        stmt = stmt.where(or_(*conds))
+    if cursor:
+        stmt = stmt.where(Case.id < decode_cursor(cursor))
+    rows = list(session.execute(stmt.order_by(Case.id.desc()).limit(limit + 1)).scalars())
+    next_cursor = encode_cursor(rows[limit - 1].id) if len(rows) > limit else None
+    return rows[:limit], next_cursor

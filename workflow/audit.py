@@ -110,13 +110,23 @@ def verify_events(events: Iterable[AuditEvent], head: tuple[int, str] | None) ->
             return VerifyResult(False, count, e.seq, "content does not match its hash (edited)")
         prev, expected_seq, count = e.hash, expected_seq + 1, count + 1
     if head is not None and (head[0] != count or head[1] != prev):
-        return VerifyResult(
-            False,
-            count,
-            count + 1 if head[0] > count else head[0],
-            f"the chain ends at event {count} but the head says {head[0]} "
-            "(events were deleted at the end)",
-        )
+        if head[0] > count:
+            return VerifyResult(
+                False,
+                count,
+                count + 1,
+                f"the chain ends at event {count} but the head says {head[0]} "
+                "(events were deleted at the end)",
+            )
+        if head[0] < count:
+            return VerifyResult(
+                False,
+                count,
+                head[0] + 1,
+                f"event {head[0] + 1} and later are beyond the recorded head "
+                f"({head[0]}): added outside rehabflow",
+            )
+        return VerifyResult(False, count, count, "the head's hash does not match the last event")
     return VerifyResult(True, count)
 
 

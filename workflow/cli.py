@@ -78,6 +78,15 @@ def _pick(key: str, version: int | None):  # noqa: ANN202
         ) from None
 
 
+def _require_schema(services) -> None:  # noqa: ANN001
+    """Stop with a clear message when the database has no schema yet."""
+    from workflow.schema import current_revision
+
+    if current_revision(services.engine) is None:
+        click.echo("error: the database has no schema yet: run `rehabflow init-db` first", err=True)
+        sys.exit(1)
+
+
 @definitions.command("show")
 @click.argument("key")
 @click.option("--version", type=int, default=None, help="Version (default: newest).")
@@ -108,6 +117,7 @@ def definitions_diagram(
         from workflow.model import Case
 
         services = bootstrap(registry=_registry())
+        _require_schema(services)
         with services.session_factory() as session:
             case = session.get(Case, case_id)
             if case is None:
@@ -155,7 +165,9 @@ def audit_verify() -> None:
     """Recompute the hash chain; exit 1 naming the first bad event."""
     from workflow.bootstrap import bootstrap
 
-    result = bootstrap(registry=_registry()).cases.verify_audit()
+    services = bootstrap(registry=_registry())
+    _require_schema(services)
+    result = services.cases.verify_audit()
     if result.ok:
         click.echo(f"audit chain intact: {result.checked} events")
         return

@@ -172,7 +172,7 @@ def _walk(
                 filename=f"{doc_type}.pdf",
                 media_type="application/pdf",
             )
-        for _attempt in range(6):
+        for _attempt in range(30):
             try:
                 svc.advance(
                     case.case_id, key, fill_form(d, t, now.date(), rng, DEMO_COMMUNE), actor, now

@@ -192,6 +192,11 @@ class DeadlineSpec:
     met_by: tuple[str, ...] = ()
     on_due: str | None = None  # key of an automatic transition fired when due
     cite: str = ""
+    # A schedule: started whenever a case enters one of these states, cancelled when it leaves
+    # them (e.g. monthly check-ins during post-rehab supervision).
+    during: tuple[str, ...] = ()
+    # When met, the next one starts at once (anchored on the day it was met).
+    repeat: bool = False
 
 
 @dataclass(frozen=True)
@@ -270,6 +275,27 @@ class Definition:
 
     def deadlines_met_by(self, action_key: str) -> tuple[str, ...]:
         return self._met_by_index.get(action_key, ())
+
+    @cached_property
+    def _deadline_actors(self) -> dict[str, tuple[str, ...]]:
+        out: dict[str, tuple[str, ...]] = {}
+        actions = {**self.transitions, **self.activities}
+        for spec in self.deadlines.values():
+            agencies: list[str] = []
+            for key in spec.met_by:
+                for p in actions[key].allowed:
+                    if p.agency != SYSTEM_AGENCY and p.agency not in agencies:
+                        agencies.append(p.agency)
+            out[spec.key] = tuple(agencies)
+        return out
+
+    def deadline_actors(self, deadline_key: str) -> tuple[str, ...]:
+        """Agency types that can meet a deadline: those reminded before it falls due."""
+        return self._deadline_actors.get(deadline_key, ())
+
+    @cached_property
+    def scheduled(self) -> tuple[DeadlineSpec, ...]:
+        return tuple(d for d in self.deadlines.values() if d.during)
 
     def in_force_on(self, day: date) -> bool:
         return self.effective_from <= day and (

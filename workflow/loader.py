@@ -653,6 +653,23 @@ class _Parser:
                         f"{path}.on_due",
                         f"transition {on_due!r} must be 'automatic: true' to fire on due",
                     )
+            during = self.str_list(item, "during", path)
+            for st in during:
+                self.ref(st, self.state_keys, "state", _line_of(item, "during"), f"{path}.during")
+            if during and anchor != "transition":
+                self.p.add(
+                    _line_of(item, "during"),
+                    f"{path}.during",
+                    "a schedule (during) starts when the state is entered: "
+                    "its anchor must be 'transition'",
+                )
+            repeat = self.get(item, "repeat", path, bool, required=False, default=False)
+            if repeat and not met_by:
+                self.p.add(
+                    _line_of(item, "repeat"),
+                    f"{path}.repeat",
+                    "a repeating deadline needs met_by (what starts the next one)",
+                )
             if duration is not None:
                 out[key] = DeadlineSpec(
                     key,
@@ -664,6 +681,8 @@ class _Parser:
                     met_by,
                     on_due,
                     self.get(item, "cite", path, str, required=False, default=""),
+                    during,
+                    repeat,
                 )
                 self.deadline_lines[key] = (_line_of(item), path)
         return out
@@ -687,6 +706,7 @@ class _Parser:
         self.params = self.parameters()
         self.catalogue()
         states = self.states()
+        self.state_keys = states
         transitions = self.transitions(states)
         activities = self.activities(states)
         clash = set(transitions) & set(activities)

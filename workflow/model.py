@@ -62,6 +62,8 @@ class Agency(Base):
     type: Mapped[str] = mapped_column(String(64), index=True)
     name: Mapped[str] = mapped_column(String(255))
     email: Mapped[str | None] = mapped_column(String(255))
+    webhook_url: Mapped[str | None] = mapped_column(String(500))
+    webhook_secret: Mapped[str | None] = mapped_column(String(128))
     units: Mapped[list[AgencyUnit]] = relationship(
         back_populates="agency", cascade="all, delete-orphan", lazy="selectin"
     )
@@ -181,6 +183,7 @@ class Deadline(Base):
     remind_on: Mapped[date | None] = mapped_column(Date)
     next_action_on: Mapped[date | None] = mapped_column(Date)
     escalation_level: Mapped[int] = mapped_column(Integer, default=0)
+    reminded_on: Mapped[date | None] = mapped_column(Date)
     auto_transition: Mapped[str | None] = mapped_column(String(64))
     closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     closed_by: Mapped[str | None] = mapped_column(String(64))
@@ -281,3 +284,49 @@ class ApiToken(Base):
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     user: Mapped[User] = relationship(lazy="joined")
+
+
+class InboxItem(Base):
+    """A notification in an agency's in-app inbox; (message_id, agency_id) is unique, so a
+    redelivered message never shows twice."""
+
+    __tablename__ = "inbox_items"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    message_id: Mapped[str] = mapped_column(String(80))
+    agency_id: Mapped[int] = mapped_column(ForeignKey("agencies.id"))
+    case_id: Mapped[int | None] = mapped_column(BigId)
+    topic: Mapped[str] = mapped_column(String(128))
+    subject: Mapped[str] = mapped_column(String(500))
+    body: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    read_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    read_by: Mapped[int | None] = mapped_column(Integer)
+
+    __table_args__ = (
+        Index("ux_inbox_message_agency", "message_id", "agency_id", unique=True),
+        Index("ix_inbox_agency_read", "agency_id", "read_at"),
+    )
+
+
+class Delivery(Base):
+    """One message to one agency over one channel: queued, delivered, retry or dead."""
+
+    __tablename__ = "deliveries"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    message_id: Mapped[str] = mapped_column(String(80))
+    agency_id: Mapped[int] = mapped_column(ForeignKey("agencies.id"))
+    channel: Mapped[str] = mapped_column(String(16))  # inbox | email | webhook
+    status: Mapped[str] = mapped_column(String(16))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    __table_args__ = (
+        Index("ux_delivery", "message_id", "agency_id", "channel", unique=True),
+        Index("ix_delivery_due", "status", "next_attempt_at"),
+    )

@@ -14,7 +14,7 @@ import re
 import unicodedata
 import uuid
 from dataclasses import dataclass, replace
-from datetime import date, datetime, timedelta
+from datetime import date, datetime
 from typing import Any
 
 from sqlalchemy import select
@@ -22,10 +22,10 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.orm.exc import StaleDataError
 
-from workflow import audit, units
+from workflow import audit, deadlines, units
 from workflow.actors import Actor
 from workflow.calendar import WorkingCalendar, business_date
-from workflow.definition import Action, Definition, Quantity, Transition
+from workflow.definition import Action, DeadlineSpec, Definition, Transition
 from workflow.errors import (
     DocumentNotFound,
     GuardFailed,
@@ -122,6 +122,11 @@ def fold(text: str) -> str:
 
 def _json_value(value: Any) -> Any:
     return value.isoformat() if isinstance(value, date) else value
+
+
+@dataclass
+class _SessionHolder:
+    session: Session
 
 
 class CaseService:
@@ -324,6 +329,18 @@ class CaseService:
         return None
 
     # -- audit and outbox --------------------------------------------------------------
+    def _audit_event(
+        self,
+        session: Session,
+        actor: Actor,
+        now: datetime,
+        action: str,
+        case: Case | None,
+        **kwargs: Any,
+    ) -> AuditEvent:
+        """Append an audit event in ``session`` (used by the sweep too)."""
+        return self._audit(_SessionHolder(session), actor, now, action, case, **kwargs)
+
     def _audit(
         self,
         uow: UnitOfWork,
@@ -392,77 +409,98 @@ class CaseService:
             )
 
     # -- deadlines ---------------------------------------------------------------------
-    def _amount(self, q: Quantity, d: Definition, form: dict, fields: dict) -> int:
-        if q.value is not None:
-            return q.value
-        if q.param:
-            return int(d.param(q.param))
-        ns, name = q.field.split(".", 1)
-        value = (form if ns == "form" else fields).get(name)
-        if value is None:
-            raise ValidationFailed(f"the deadline needs {q.field}", errors={name: ["required"]})
-        return int(value)
-
     def _apply_deadlines(
         self,
         uow: UnitOfWork,
         d: Definition,
-        action: Action,
+        action: Action | None,
         case: Case,
         form: dict,
         now: datetime,
         terminal: bool,
-    ) -> list[Deadline]:
-        met = set(d.deadlines_met_by(action.key))
-        cancel = set(action.effects.cancel_deadlines) | set(action.effects.start_deadlines)
-        open_rows = uow.session.execute(
-            select(Deadline).where(Deadline.case_id == case.id, Deadline.status == "open")
-        ).scalars()
-        for row in open_rows:
-            status = (
-                "met"
-                if row.key in met
-                else ("cancelled" if row.key in cancel or terminal else None)
-            )
-            if status:
-                row.status, row.closed_at, row.closed_by = status, now, action.key
-                row.next_action_on = None
-        started = []
+    ) -> None:
+        """Meet, cancel and start deadline rows as the action and the new state require."""
         today = business_date(now)
-        for key in action.effects.start_deadlines:
-            spec = d.deadlines[key]
-            anchor = form.get(spec.anchor[5:]) if spec.anchor.startswith("form.") else today
-            anchor = anchor or today
-            amount = self._amount(spec.duration.amount, d, form, case.fields or {})
-            due = self.calendar.add(anchor, amount, spec.duration.unit)
+        fields = case.fields or {}
+        met = set(d.deadlines_met_by(action.key)) if action else set()
+        starts = list(action.effects.start_deadlines) if action else []
+        cancel = set(action.effects.cancel_deadlines if action else ()) | set(starts)
+        open_rows = list(
+            uow.session.execute(
+                select(Deadline).where(Deadline.case_id == case.id, Deadline.status == "open")
+            ).scalars()
+        )
+        still_open: set[str] = set()
+        for row in open_rows:
+            spec = d.deadlines.get(row.key)
+            left_schedule = spec is not None and spec.during and case.state not in spec.during
+            if row.key in met:
+                status = "met"
+                if spec is not None and spec.repeat and not terminal and not left_schedule:
+                    starts.append(row.key)
+            elif row.key in cancel or terminal or left_schedule:
+                status = "cancelled"
+            else:
+                still_open.add(row.key)
+                continue
+            row.status, row.closed_at, row.closed_by = status, now, action.key if action else None
+            row.next_action_on = None
+        if not terminal:
+            starts += [
+                s.key
+                for s in d.scheduled
+                if case.state in s.during and s.key not in still_open | set(starts)
+            ]
+        for key in starts:
+            self._start_deadline(uow, d, d.deadlines[key], case, form, fields, now, today)
+
+    def _start_deadline(
+        self,
+        uow: UnitOfWork,
+        d: Definition,
+        spec: DeadlineSpec,
+        case: Case,
+        form: dict,
+        fields: dict,
+        now: datetime,
+        today: date,
+    ) -> Deadline:
+        anchor = form.get(spec.anchor[5:]) if spec.anchor.startswith("form.") else None
+        anchor = anchor or today
+        try:
+            due = deadlines.add(self.calendar, anchor, spec.duration, d, form, fields)
             remind = None
             if spec.reminder is not None:
-                n = self._amount(spec.reminder.amount, d, form, case.fields or {})
-                remind = self._before(due, n, spec.reminder.unit)
-            row = Deadline(
-                case_id=case.id,
-                key=key,
-                status="open",
-                started_at=now,
-                anchor_on=anchor,
-                due_on=due,
+                n = deadlines.amount(spec.reminder.amount, d, form, fields)
+                remind = deadlines.before(self.calendar, due, n, spec.reminder.unit)
+        except KeyError as missing:
+            name = str(missing).strip("'").split(".", 1)[-1]
+            raise ValidationFailed(
+                f"deadline {spec.key} needs {missing}", errors={name: ["required"]}
+            ) from None
+        row = Deadline(
+            case_id=case.id,
+            key=spec.key,
+            status="open",
+            started_at=now,
+            anchor_on=anchor,
+            due_on=due,
+            remind_on=remind,
+            escalation_level=0,
+            auto_transition=spec.on_due,
+            next_action_on=deadlines.next_action(
+                self.calendar,
+                spec,
+                d,
+                due=due,
                 remind_on=remind,
-                escalation_level=0,
-                next_action_on=remind if remind and remind < due else due,
-                auto_transition=spec.on_due,
-            )
-            uow.session.add(row)
-            started.append(row)
-        return started
-
-    def _before(self, due: date, n: int, unit: str) -> date:
-        if unit == "working_days":
-            return self.calendar.subtract_working_days(due, n)
-        if unit == "days":
-            return due - timedelta(days=n)
-        month = due.month - 1 - n
-        year, month = due.year + month // 12, month % 12 + 1
-        return date(year, month, min(due.day, 28))
+                reminded=False,
+                level=0,
+                case_fields=fields,
+            ),
+        )
+        uow.session.add(row)
+        return row
 
     # ------------------------------------------------------------------ commands
     def open_case(
@@ -542,7 +580,7 @@ class CaseService:
             case.number = f"{unit.code}-{today.year}-{case.id:06d}"
             if d.opening is not None:
                 self._set_fields(d, d.opening, case, form, today)
-                self._apply_deadlines(uow, d, d.opening, case, form, now, terminal=False)
+            self._apply_deadlines(uow, d, d.opening, case, form, now, terminal=False)
             event = self._audit(
                 uow,
                 actor,
@@ -940,7 +978,7 @@ class CaseService:
     def _details(self, uow: UnitOfWork, case: Case, actor: Actor, now: datetime) -> dict[str, Any]:
         d = self.definition_of(case)
         today = business_date(now)
-        deadlines = (
+        open_deadlines = (
             uow.session.execute(
                 select(Deadline)
                 .where(Deadline.case_id == case.id, Deadline.status == "open")
@@ -988,7 +1026,7 @@ class CaseService:
                     "working_days_left": self.calendar.working_days_between(today, x.due_on),
                     "escalation_level": x.escalation_level,
                 }
-                for x in deadlines
+                for x in open_deadlines
             ],
             "documents": [
                 {

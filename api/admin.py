@@ -5,10 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 from flask_smorest import Blueprint
+from marshmallow import Schema, fields, validate
+from sqlalchemy import select
 
 from api import context as ctx
-from api.schemas import AccessLogArgs, AccessLogOut, VerifyOut
+from api.schemas import AccessLogArgs, AccessLogOut, StrictSchema, VerifyOut
 from workflow.errors import NotPermitted
+from workflow.model import Delivery
 
 blp = Blueprint("admin", __name__, url_prefix="/api/v1", description="Administration")
 
@@ -34,3 +37,40 @@ def verify_audit() -> dict[str, Any]:
 def access_log(args: dict[str, Any]) -> list[Any]:
     """Who read which case or document, and when."""
     return ctx.services().cases.access_log(ctx.actor(), args.get("case"), args["limit"])
+
+
+class DeliveryArgs(StrictSchema):
+    status = fields.String(
+        load_default="dead", validate=validate.OneOf(["queued", "retry", "dead", "delivered"])
+    )
+    limit = fields.Integer(load_default=100, validate=validate.Range(min=1, max=1000))
+
+
+class DeliveryOut(Schema):
+    id = fields.Integer()
+    message_id = fields.String()
+    agency_id = fields.Integer()
+    channel = fields.String()
+    status = fields.String()
+    attempts = fields.Integer()
+    last_error = fields.String(allow_none=True)
+    next_attempt_at = fields.DateTime(allow_none=True)
+    updated_at = fields.DateTime()
+
+
+@blp.route("/deliveries")
+@blp.arguments(DeliveryArgs, location="query")
+@blp.response(200, DeliveryOut(many=True))
+def deliveries(args: dict[str, Any]) -> list[Any]:
+    """Notification deliveries by status (default: the dead-letter list)."""
+    if not ctx.actor().is_admin:
+        raise NotPermitted("only administrators may list deliveries")
+    with ctx.services().session_factory() as s:
+        return list(
+            s.execute(
+                select(Delivery)
+                .where(Delivery.status == args["status"])
+                .order_by(Delivery.id.desc())
+                .limit(args["limit"])
+            ).scalars()
+        )

@@ -20,6 +20,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm.attributes import flag_modified
 from sqlalchemy.orm.exc import StaleDataError
 
 from workflow import audit, deadlines, units
@@ -685,6 +686,7 @@ class CaseService:
             from_state, dest = case.state, d.states[token.state]
             case.state, case.group = dest.key, dest.group
             case.state_entered_at = case.updated_at = now
+            flag_modified(case, "updated_at")  # a self-loop changes no value but is a new version
             if dest.kind == "terminal":
                 case.closed_at = now
             self._set_fields(d, t, case, form, today)
@@ -784,6 +786,8 @@ class CaseService:
             self._set_fields(d, act, case, form, today)
             self._apply_deadlines(uow, d, act, case, form, now, terminal=False)
             case.updated_at = now
+            # every command bumps the version, even one that changes no column's value
+            flag_modified(case, "updated_at")
             clean = {k: _json_value(v) for k, v in form.items()}
             event = self._audit(
                 uow,
@@ -901,7 +905,9 @@ class CaseService:
         if not reason or not reason.strip():
             raise ValidationFailed("a reason is required", errors={"reason": ["required"]})
         with self.uow() as uow:
-            case = self._visible_case(uow, case_id, actor, lock=False)
+            case = self._visible_case(
+                uow, case_id, actor, lock=True
+            )  # serialised with advance (PostgreSQL)
             doc = uow.session.get(Document, document_id)
             if doc is None or doc.case_id != case.id:
                 raise DocumentNotFound(f"document {document_id} not found", document_id=document_id)

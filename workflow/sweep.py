@@ -20,7 +20,7 @@ from workflow import deadlines
 from workflow.actors import SYSTEM
 from workflow.calendar import business_date
 from workflow.errors import DomainError
-from workflow.model import AuditEvent, Case, Deadline, OutboxMessage
+from workflow.model import AuditEvent, AuditHead, Case, Deadline, OutboxMessage
 
 log = logging.getLogger(__name__)
 log.addHandler(logging.NullHandler())
@@ -86,6 +86,7 @@ def sweep_deadlines(service, now: datetime, *, batch: int = 500) -> SweepReport:
     """Process every deadline action due on or before ``now``'s business date."""
     today = business_date(now)
     report = SweepReport()
+    failed: list[int] = []
     while True:
         autos: list[tuple[int, int, str]] = []
         with service.uow() as uow:
@@ -97,10 +98,14 @@ def sweep_deadlines(service, now: datetime, *, batch: int = 500) -> SweepReport:
                 .limit(batch)
             )
             if uow.dialect == "postgresql":
+                # Lock order: the audit-chain head before the deadline rows. A command (the
+                # automatic transition of another sweeper, an officer's check-in) locks the head
+                # and then writes deadline rows at flush; rows first, head second deadlocks.
+                s.execute(select(AuditHead.seq).where(AuditHead.id == 1).with_for_update())
                 stmt = stmt.with_for_update(skip_locked=True)
             rows = list(s.execute(stmt).scalars())
             if not rows:
-                return report
+                break
             for row in rows:
                 report.rows += 1
                 autos += _process(service, s, row, today, now, report)
@@ -117,6 +122,25 @@ def sweep_deadlines(service, now: datetime, *, batch: int = 500) -> SweepReport:
                 log.warning(
                     "automatic transition %s on case %s refused: %s", key, case_id, exc.code
                 )
+            except Exception:  # noqa: BLE001 - e.g. a lost connection: retry at the next tick
+                log.exception("automatic transition %s on case %s failed", key, case_id)
+                report.details.append(f"case {case_id}: {key} failed; retried next sweep")
+                failed.append(deadline_id)
+    for deadline_id in failed:  # only now, or this very sweep would pick them up again
+        _retry_today(service, deadline_id, today)
+    return report
+
+
+def _retry_today(service, deadline_id: int, today) -> None:  # noqa: ANN001
+    """Make the deadline due again so the next sweep (a minute later) tries once more."""
+    try:
+        with service.uow() as uow:
+            row = uow.session.get(Deadline, deadline_id)
+            if row is not None and row.status == "open":
+                row.next_action_on = today
+                uow.commit()
+    except Exception:  # noqa: BLE001 - the database itself is down: tomorrow's sweep retries
+        log.exception("could not reschedule deadline %s", deadline_id)
 
 
 def _process(

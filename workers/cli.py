@@ -64,9 +64,15 @@ def worker(burst: bool) -> None:
     """Run an RQ worker with the scheduler (the sweep runs every minute)."""
     from rq import Worker
 
+    from workers import runtime
     from workers.tasks import schedule_tick
 
-    services = _services()
+    # Build the services once, here: every job runs in a forked work-horse, which inherits
+    # them (otherwise each job parses the definitions again, ~1 s). The horses must not share
+    # this process's database connections, so the pool is emptied before the first fork.
+    services = runtime.services()
+    services.init_db()
+    services.engine.dispose()
     queue = _queue(services)
     schedule_tick(queue, datetime.now(UTC))
     Worker([queue], connection=queue.connection).work(burst=burst, with_scheduler=True)

@@ -51,6 +51,9 @@ def deliver(
         agency = session.get(Agency, row.agency_id)
         try:
             _send(session, services, row, msg, agency, now, settings)
+            # write the inbox item here, inside the try: a concurrent run of the same delivery
+            # that wrote it first makes this fail on the unique index, handled below
+            session.flush()
         except Exception as exc:  # noqa: BLE001 - any failure is recorded and retried
             session.rollback()
             row = session.get(Delivery, delivery_id)

@@ -18,7 +18,7 @@ from workers.settings import delivery_settings, smtp_settings
 from workflow.bootstrap import Services
 from workflow.model import Delivery, OutboxMessage
 
-Enqueue = Callable[[list[tuple[int, int]]], None]  # [(delivery_id, attempt)]
+Enqueue = Callable[[list[tuple[int, int]]], None]  # [(delivery_id, job tag)]
 
 
 def channels_for(agency: object, email_enabled: bool) -> list[str]:
@@ -97,6 +97,8 @@ def requeue(
                 d.attempts = 0
             d.status, d.updated_at, d.next_attempt_at = "queued", now, None
         if rows:
-            enqueue([(d.id, d.attempts) for d in rows])
+            # a fresh job id: the lost job's id may still be in RQ's registries
+            stamp = int(now.timestamp())
+            enqueue([(d.id, d.attempts * 10**10 + stamp) for d in rows])
         session.commit()
         return len(rows)

@@ -3,23 +3,28 @@
 from __future__ import annotations
 
 import smtplib
-from email.message import EmailMessage
-from email.utils import formatdate
+from email.header import Header
+from email.mime.multipart import MIMEMultipart
+from email.mime.text import MIMEText
+from email.utils import formataddr, formatdate, parseaddr
 
 from workers.messages import Rendered
 from workers.settings import SmtpSettings
 
 
-def build(settings: SmtpSettings, to: str, message_id: str, rendered: Rendered) -> EmailMessage:
-    msg = EmailMessage()
-    msg["From"] = settings.sender
+def build(settings: SmtpSettings, to: str, message_id: str, rendered: Rendered) -> MIMEMultipart:
+    # email.header.Header keeps the spaces of a long Vietnamese subject inside its RFC 2047
+    # encoded words. EmailMessage's folding on Python < 3.12.5 (CPython gh-92081) puts them
+    # between two encoded words, where every decoder drops them ("Đềnghị").
+    msg = MIMEMultipart("alternative")
+    msg["From"] = formataddr(parseaddr(settings.sender), charset="utf-8")
     msg["To"] = to
-    msg["Subject"] = rendered.subject
+    msg["Subject"] = Header(rendered.subject, "utf-8")
     msg["Date"] = formatdate(localtime=False)
     # stable: a redelivered message has the same id, so mail clients can drop the duplicate
     msg["Message-ID"] = f"<{message_id}@rehabflow>"
-    msg.set_content(rendered.text)
-    msg.add_alternative(rendered.html, subtype="html")
+    msg.attach(MIMEText(rendered.text, "plain", "utf-8"))
+    msg.attach(MIMEText(rendered.html, "html", "utf-8"))
     return msg
 
 

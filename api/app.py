@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http
 import logging
 import threading
 import time
@@ -11,9 +12,12 @@ from typing import Any
 
 from flask import Flask, Response, g, render_template, request
 from flask_smorest import Api
+from flask_smorest.utils import prepare_response
 from sqlalchemy import text
+from werkzeug.routing import IntegerConverter
 
 from api import problems
+from api.schemas import MAX_ID
 from workflow.accounts import Accounts
 from workflow.bootstrap import bootstrap
 from workflow.config import load_settings
@@ -33,10 +37,35 @@ SECURITY_HEADERS = {
 
 
 class ProblemApi(Api):
-    """flask-smorest, with its HTTP errors rendered as problem details."""
+    """flask-smorest, with its HTTP errors rendered and documented as problem details."""
+
+    ERROR_SCHEMA = problems.ProblemOut
 
     def handle_http_exception(self, error: Any) -> Response:
         return problems.from_http(error)
+
+    def _register_responses(self) -> None:
+        # flask-smorest documents its per-status responses (e.g. the 422 of every
+        # @blp.arguments) and the "default" error response of every operation as
+        # application/json; ours are application/problem+json (api.problems).
+        for status in http.HTTPStatus:
+            response: dict[str, Any] = {"description": status.phrase}
+            if not (100 <= status < 200) and status not in (204, 304):
+                response["schema"] = self.ERROR_SCHEMA
+            prepare_response(response, self.spec, problems.PROBLEM)
+            self.spec.components.response(status.name, response, lazy=True)
+        response = {"description": "Problem details (RFC 9457)", "schema": self.ERROR_SCHEMA}
+        prepare_response(response, self.spec, problems.PROBLEM)
+        self.spec.components.response(self.DEFAULT_ERROR_RESPONSE_NAME, response, lazy=True)
+
+
+class IdConverter(IntegerConverter):
+    """``<int:...>`` in our routes: a 64-bit id. A larger number matches no route (404) and
+    never reaches the database (SQLite raises OverflowError on it); documented as maximum."""
+
+    def __init__(self, map: Any, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("max", MAX_ID)
+        super().__init__(map, *args, **kwargs)
 
 
 class FailureLimiter:
@@ -79,6 +108,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     )
     app.config.update(config)
     app.json.ensure_ascii = False
+    app.url_map.converters["int"] = IdConverter
     services = bootstrap(settings)
     if app.config.get("INIT_DB", True):
         services.init_db()
@@ -97,9 +127,9 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     )
     api.spec.components.security_scheme("bearer", {"type": "http", "scheme": "bearer"})
     api.spec.options["security"] = [{"bearer": []}]
-    from api import admin, cases, definitions
+    from api import admin, cases, definitions, inbox
 
-    for blp in (cases.blp, definitions.blp, admin.blp):
+    for blp in (cases.blp, definitions.blp, inbox.blp, admin.blp):
         api.register_blueprint(blp)
     problems.register(app)
 
@@ -138,8 +168,13 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     def _content_type() -> Response | None:
         if request.method != "POST" or not request.path.startswith("/api/"):
             return None
+        if request.routing_exception is not None:
+            return None  # no such route or method: let routing answer 404/405
+        # by endpoint, not by path: a transition or activity key may be "documents"
         wanted = (
-            "multipart/form-data" if request.path.endswith("/documents") else ("application/json")
+            "multipart/form-data"
+            if request.endpoint == "cases.upload_document"
+            else "application/json"
         )
         if request.mimetype != wanted:
             return problems.problem(

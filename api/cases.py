@@ -12,6 +12,8 @@ from flask import Response, request, url_for
 from flask_smorest import Blueprint
 from flask_smorest.fields import Upload
 from marshmallow import Schema, fields, validate
+from webargs.flaskparser import FlaskParser
+from werkzeug.datastructures import CombinedMultiDict
 
 from api import context as ctx
 from api.schemas import (
@@ -29,7 +31,28 @@ from workflow.errors import InvalidDocument, ValidationFailed
 from workflow.queries import CaseFilter
 from workflow.service import SubjectData
 
-blp = Blueprint(
+
+class _Parser(FlaskParser):
+    """webargs, plus a "multipart" location: the form fields and files of one multipart body,
+    loaded (and documented) with a single schema."""
+
+    __location_map__ = {**FlaskParser.__location_map__, "multipart": "load_multipart"}
+
+    def load_multipart(self, req: Any, schema: Schema) -> Any:
+        return self._makeproxy(CombinedMultiDict([req.form, req.files]), schema)
+
+
+class _Blueprint(Blueprint):
+    # two @arguments (location="form" and "files") would leave an OpenAPI 2 "in: formData"
+    # parameter in the 3.1 document and a request body without the form fields
+    ARGUMENTS_PARSER = _Parser()
+    DEFAULT_LOCATION_CONTENT_TYPE_MAPPING = {
+        **Blueprint.DEFAULT_LOCATION_CONTENT_TYPE_MAPPING,
+        "multipart": "multipart/form-data",
+    }
+
+
+blp = _Blueprint(
     "cases",
     __name__,
     url_prefix="/api/v1/cases",
@@ -180,12 +203,9 @@ def record_activity(
     return result.to_dict(), 200, _etag(result.version)
 
 
-class UploadForm(Schema):
+class UploadIn(Schema):
     type = fields.String(required=True, validate=validate.Length(min=1, max=64))
     note = fields.String(validate=validate.Length(max=1000))
-
-
-class UploadFiles(Schema):
     file = Upload(required=True)
 
 
@@ -196,14 +216,11 @@ def sniff(content: bytes) -> str | None:
 
 
 @blp.route("/<int:case_id>/documents", methods=["POST"])
-@blp.arguments(UploadForm, location="form")
-@blp.arguments(UploadFiles, location="files")
+@blp.arguments(UploadIn, location="multipart")
 @blp.response(201, DocumentOut)
-def upload_document(
-    form: dict[str, Any], files: dict[str, Any], case_id: int
-) -> tuple[dict, int, dict]:
+def upload_document(form: dict[str, Any], case_id: int) -> tuple[dict, int, dict]:
     """Attach a document (multipart: type, file, optional note); its type is sniffed."""
-    upload = files["file"]
+    upload = form["file"]
     content = upload.read()
     if not content:
         raise InvalidDocument("the file is empty", field="file", document_type=form["type"])
@@ -240,7 +257,12 @@ def upload_document(
 
 
 @blp.route("/<int:case_id>/documents/<int:doc_id>/content")
-@blp.response(200, {"format": "binary", "type": "string"}, content_type="application/octet-stream")
+@blp.response(
+    200,
+    {"format": "binary", "type": "string"},
+    content_type="*/*",  # the type sniffed at upload (application/pdf, image/png, ...)
+    description="The document's bytes, with the media type sniffed when it was uploaded",
+)
 def download_document(case_id: int, doc_id: int) -> Response:
     """Download a document's bytes (the read is logged)."""
     doc, content = ctx.services().cases.read_document(case_id, doc_id, ctx.actor(), ctx.now())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 
@@ -40,6 +41,9 @@ def serve(host: str, port: int, threads: int, no_worker: bool) -> None:
         )
         click.echo(f"background worker started (pid {worker.pid}, Redis {url})")
     click.echo(f"rehabflow listening on http://{host}:{port}/ (API docs: /api/docs)")
+    # SIGTERM (systemd, docker stop) would kill this process outright, leaving the worker and
+    # the embedded Redis running: make it a SystemExit, which waitress handles like Ctrl-C
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
         waitress_serve(app, host=host, port=port, threads=threads, ident="rehabflow")
     finally:

@@ -6,6 +6,7 @@ import logging
 from typing import Any
 
 from flask import Flask, Response, json, request
+from marshmallow import INCLUDE, Schema, fields
 from werkzeug.exceptions import HTTPException
 
 from workflow.errors import RehabflowError
@@ -29,6 +30,24 @@ TITLES = {
     500: "Lỗi máy chủ / Internal server error",
     503: "Dịch vụ tạm thời không sẵn sàng / Service unavailable",
 }
+
+
+class ProblemOut(Schema):
+    """RFC 9457 problem details (documents every error response in the OpenAPI spec)."""
+
+    class Meta:
+        unknown = INCLUDE  # problem types add their own members (additionalProperties: true)
+
+    type = fields.String(required=True, metadata={"format": "uri"})
+    title = fields.String(required=True)
+    status = fields.Integer(required=True)
+    detail = fields.String(required=True)
+    instance = fields.String(metadata={"description": "the request path"})
+    errors = fields.Dict(keys=fields.String(), metadata={"description": "422: field -> messages"})
+    missing_documents = fields.List(
+        fields.Raw(), metadata={"description": "422: document type codes still required"}
+    )
+    unmet_guards = fields.List(fields.Raw(), metadata={"description": "422: refusing guards"})
 
 
 def problem(

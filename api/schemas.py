@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from marshmallow import RAISE, Schema, fields, validate
 
+MAX_ID = 2**63 - 1  # ids are 64-bit integers: larger numbers must never reach the database
+
 
 class StrictSchema(Schema):
     class Meta:
@@ -165,7 +167,7 @@ class VerifyOut(Schema):
 
 
 class AccessLogArgs(StrictSchema):
-    case = fields.Integer()
+    case = fields.Integer(validate=validate.Range(min=0, max=MAX_ID))
     limit = fields.Integer(load_default=200, validate=validate.Range(min=1, max=1000))
 
 

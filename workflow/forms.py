@@ -150,6 +150,10 @@ def json_schema(definition: Definition, action: Action, lang: str = "vi") -> dic
             prop["x-labels"] = {c.value: c.label.get(lang) for c in spec.choices}
         else:
             prop["type"] = "string"
+            if spec.required:
+                # the engine strips text and reads "" as missing: not blank
+                prop["minLength"] = 1
+                prop["allOf"] = [{"pattern": r"\S"}]
             if spec.max_length:
                 prop["maxLength"] = spec.max_length
             if spec.pattern:

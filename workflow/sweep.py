@@ -95,7 +95,8 @@ def sweep_deadlines(service, now: datetime, *, batch: int = 500) -> SweepReport:
                 select(Deadline)
                 .where(Deadline.status == "open", Deadline.next_action_on <= today)
                 .order_by(Deadline.next_action_on, Deadline.id)
-                .limit(batch)
+                # SQLite has one writer: small batches keep officers' commands from waiting
+                .limit(min(batch, 50) if uow.dialect == "sqlite" else batch)
             )
             if uow.dialect == "postgresql":
                 # Lock order: the audit-chain head before the deadline rows. A command (the

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask_smorest import Blueprint
 from marshmallow import Schema, fields, validate
 from sqlalchemy import select
 
 from api import context as ctx
+from api.blueprint import Blueprint
 from api.schemas import AccessLogArgs, AccessLogOut, StrictSchema, VerifyOut
 from workflow.errors import NotPermitted
 from workflow.model import Delivery

@@ -9,13 +9,11 @@ from typing import Any
 
 import filetype
 from flask import Response, request, url_for
-from flask_smorest import Blueprint
 from flask_smorest.fields import Upload
 from marshmallow import Schema, fields, validate
-from webargs.flaskparser import FlaskParser
-from werkzeug.datastructures import CombinedMultiDict
 
 from api import context as ctx
+from api.blueprint import Blueprint
 from api.schemas import (
     AuditEventOut,
     CaseCreate,
@@ -31,28 +29,7 @@ from workflow.errors import InvalidDocument, ValidationFailed
 from workflow.queries import CaseFilter
 from workflow.service import SubjectData
 
-
-class _Parser(FlaskParser):
-    """webargs, plus a "multipart" location: the form fields and files of one multipart body,
-    loaded (and documented) with a single schema."""
-
-    __location_map__ = {**FlaskParser.__location_map__, "multipart": "load_multipart"}
-
-    def load_multipart(self, req: Any, schema: Schema) -> Any:
-        return self._makeproxy(CombinedMultiDict([req.form, req.files]), schema)
-
-
-class _Blueprint(Blueprint):
-    # two @arguments (location="form" and "files") would leave an OpenAPI 2 "in: formData"
-    # parameter in the 3.1 document and a request body without the form fields
-    ARGUMENTS_PARSER = _Parser()
-    DEFAULT_LOCATION_CONTENT_TYPE_MAPPING = {
-        **Blueprint.DEFAULT_LOCATION_CONTENT_TYPE_MAPPING,
-        "multipart": "multipart/form-data",
-    }
-
-
-blp = _Blueprint(
+blp = Blueprint(
     "cases",
     __name__,
     url_prefix="/api/v1/cases",

@@ -5,9 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Any
 
-from flask_smorest import Blueprint
-
 from api import context as ctx
+from api.blueprint import Blueprint
 from api.schemas import DefinitionOut, DefinitionSummaryOut
 from workflow.calendar import business_date
 from workflow.definition import Action, Definition, Duration

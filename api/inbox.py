@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask_smorest import Blueprint
 from marshmallow import Schema, fields, validate
 from sqlalchemy import func, select
 
 from api import context as ctx
+from api.blueprint import Blueprint
 from api.schemas import StrictSchema
 from workflow.errors import NotFound
 from workflow.model import InboxItem

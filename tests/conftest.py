@@ -27,7 +27,7 @@ PG_URL = os.environ.get(
 )
 COMMUNE = "17662"  # Xã Đô Lương, Nghệ An
 PROVINCE = "40"
-OTHER_COMMUNE = "17674"
+OTHER_COMMUNE = "17677"  # another commune of Nghệ An
 
 
 def _pg_available() -> bool:

@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from workflow import units
 from workflow.actors import Actor, actor_from_user
+from workflow.db import read_only
 from workflow.errors import NotFound, ValidationFailed
 from workflow.model import Agency, AgencyUnit, ApiToken, User
 from workflow.registry import Registry
@@ -147,7 +148,7 @@ class Accounts:
         """The actor of a valid (known, unexpired, unrevoked, active user) token, else None."""
         if not token.startswith(TOKEN_PREFIX) or len(token) > 100:
             return None
-        with self.session_factory() as session:
+        with read_only(), self.session_factory() as session:
             row = session.execute(
                 select(ApiToken).where(ApiToken.token_hash == token_hash(token))
             ).scalar_one_or_none()
@@ -158,7 +159,7 @@ class Accounts:
             return actor_from_user(row.user)
 
     def authenticate_password(self, username: str, password: str) -> Actor | None:
-        with self.session_factory() as session:
+        with read_only(), self.session_factory() as session:
             user = session.execute(
                 select(User).where(User.username == username)
             ).scalar_one_or_none()

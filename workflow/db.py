@@ -8,6 +8,8 @@ deferred ``BEGIN`` so readers never wait for writers (WAL).
 from __future__ import annotations
 
 import contextvars
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +20,16 @@ from sqlalchemy.orm import Session, sessionmaker
 read_only_transaction: contextvars.ContextVar[bool] = contextvars.ContextVar(
     "read_only_transaction", default=False
 )
+
+
+@contextmanager
+def read_only() -> Iterator[None]:
+    """Sessions opened inside start a deferred transaction on SQLite (they never write)."""
+    token = read_only_transaction.set(True)
+    try:
+        yield
+    finally:
+        read_only_transaction.reset(token)
 
 
 def _sqlite_setup(engine: Engine) -> None:

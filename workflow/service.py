@@ -526,7 +526,7 @@ class CaseService:
         )
         errors = self._subject_errors(subject, today)
         if errors:
-            raise ValidationFailed("invalid subject data", errors=errors)
+            raise ValidationFailed("invalid subject data", errors={"subject": errors})
         unit = units.get(subject.unit_code)
         if not actor.covers(unit.code, unit.province_code):
             raise NotPermitted("the unit is outside your jurisdiction", unit_code=unit.code)

@@ -294,6 +294,31 @@ class Definition:
         return self._deadline_actors.get(deadline_key, ())
 
     @cached_property
+    def _agency_states(self) -> dict[str, frozenset[str]]:
+        out: dict[str, set[str]] = {code: set() for code in self.agency_types}
+        for state in self.states.values():
+            if state.responsible in out:
+                out[state.responsible].add(state.key)
+        for t in self.transitions.values():
+            for p in t.allowed:
+                if p.agency in out and not t.automatic:
+                    out[p.agency].update(t.sources)
+            for n in t.notify:
+                for agency in n.agencies:
+                    if agency in out:
+                        out[agency].add(t.dest)
+        for a in self.activities.values():
+            for p in a.allowed:
+                if p.agency in out:
+                    out[p.agency].update(a.states)
+        return {k: frozenset(v) for k, v in out.items()}
+
+    def states_routed_to(self, agency_type: str) -> frozenset[str]:
+        """States in which a case concerns an agency type: it is responsible, may act, or is
+        told of the case's arrival there. A province-level agency sees only these cases."""
+        return self._agency_states.get(agency_type, frozenset())
+
+    @cached_property
     def scheduled(self) -> tuple[DeadlineSpec, ...]:
         return tuple(d for d in self.deadlines.values() if d.during)
 

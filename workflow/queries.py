@@ -8,12 +8,12 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
-from sqlalchemy import exists, or_, select
+from sqlalchemy import and_, exists, or_, select
 from sqlalchemy.orm import Session
 
 from workflow.actors import Actor
 from workflow.errors import ValidationFailed
-from workflow.model import Case, Deadline, Subject
+from workflow.model import AuditEvent, Case, Deadline, Subject
 
 MAX_LIMIT = 200
 
@@ -52,13 +52,26 @@ def list_cases(
     limit: int = 50,
     cursor: str | None = None,
     fold: Any = None,
+    routed_states: frozenset[str] = frozenset(),
 ) -> tuple[list[Case], str | None]:
     """Cases the actor may see, newest first (by id, a stable order), one page at a time."""
     if not 1 <= limit <= MAX_LIMIT:
         raise ValidationFailed("invalid limit", errors={"limit": [f"1 to {MAX_LIMIT}"]})
     stmt = select(Case).join(Subject, Subject.id == Case.subject_id)
     if not actor.is_system:
-        stmt = stmt.where(or_(Case.unit_code.in_(actor.units), Case.province_code.in_(actor.units)))
+        # the communes the agency covers: all their cases; a whole province: the cases routed
+        # to the agency (their state concerns it, or it has acted on them)
+        acted = exists().where(
+            AuditEvent.case_id == Case.id, AuditEvent.agency_id == actor.agency_id
+        )
+        stmt = stmt.where(
+            or_(
+                Case.unit_code.in_(actor.units),
+                and_(
+                    Case.province_code.in_(actor.units), or_(Case.state.in_(routed_states), acted)
+                ),
+            )
+        )
     if f.state:
         stmt = stmt.where(Case.state == f.state)
     if f.group:

@@ -161,9 +161,33 @@ class CaseService:
 
     def _visible_case(self, uow: UnitOfWork, case_id: int, actor: Actor, *, lock: bool) -> Case:
         case = uow.get_case(case_id, for_update=lock)
-        if not actor.covers(case.unit_code, case.province_code):
-            raise OutOfJurisdiction(f"case {case_id} not found", case_id=case_id)
-        return case
+        if actor.is_system or case.unit_code in actor.units:
+            return case
+        if case.province_code in actor.units and self._routed(uow, case, actor):
+            return case
+        raise OutOfJurisdiction(f"case {case_id} not found", case_id=case_id)
+
+    def _routed(self, uow: UnitOfWork, case: Case, actor: Actor) -> bool:
+        """A case reaches a province-wide agency when its state concerns that agency type, or
+        when the agency has acted on it before (a court keeps seeing the cases it decided)."""
+        if case.state in self.definition_of(case).states_routed_to(actor.agency_type):
+            return True
+        return (
+            actor.agency_id is not None
+            and uow.session.execute(
+                select(AuditEvent.seq)
+                .where(AuditEvent.case_id == case.id, AuditEvent.agency_id == actor.agency_id)
+                .limit(1)
+            ).first()
+            is not None
+        )
+
+    def routed_states(self, agency_type: str) -> frozenset[str]:
+        """States routed to an agency type in any loaded definition."""
+        out: set[str] = set()
+        for d in self.registry.all():
+            out |= d.states_routed_to(agency_type)
+        return frozenset(out)
 
     def definition_of(self, case: Case) -> Definition:
         return self.registry.get(case.definition_key, case.definition_version)
@@ -1073,7 +1097,14 @@ class CaseService:
             f = replace(f, national_id_hash=self.national_id_hash(f.q))
         with self.uow(read_only=True) as uow:
             return list_cases(
-                uow.session, actor, f, business_date(now), limit=limit, cursor=cursor, fold=fold
+                uow.session,
+                actor,
+                f,
+                business_date(now),
+                limit=limit,
+                cursor=cursor,
+                fold=fold,
+                routed_states=self.routed_states(actor.agency_type),
             )
 
     def read_document(

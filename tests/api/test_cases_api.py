@@ -229,8 +229,9 @@ def test_list_filters(users: ApiUsers, clock: Clock) -> None:
     clock.advance(days=8)  # Tuesday 10 June
     assert q(overdue="true") == [b]
     assert q(overdue="false") == [c, b, a]
-    # unit: a province-level agency sees both communes and can narrow to one
-    police = users.get("provincial_police", "head", PROVINCE)
+    # unit: an agency covering the whole province sees the cases of both communes routed to
+    # it (police work: every one of these) and can narrow to one commune
+    police = users.get("commune_police", "head", PROVINCE)
     assert q(police) == [d, c, b, a]
     assert q(police, unit=COMMUNE) == [c, b, a]
     assert q(police, unit=OTHER_COMMUNE) == [d]

@@ -127,9 +127,9 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     )
     api.spec.components.security_scheme("bearer", {"type": "http", "scheme": "bearer"})
     api.spec.options["security"] = [{"bearer": []}]
-    from api import admin, cases, definitions, inbox
+    from api import admin, cases, definitions, inbox, reports
 
-    for blp in (cases.blp, definitions.blp, inbox.blp, admin.blp):
+    for blp in (cases.blp, definitions.blp, inbox.blp, admin.blp, reports.blp):
         api.register_blueprint(blp)
     problems.register(app)
 

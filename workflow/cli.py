@@ -155,6 +155,46 @@ def demo(n_cases: int, seed: int) -> None:
     click.echo(summary)
 
 
+@main.command("report")
+@click.option("--unit", default=None, help="Commune or province code (default: the country).")
+@click.option("--period", "period_spec", default=None, help="2026H1, 2026H2 or 2026.")
+@click.option("--from", "start", type=click.DateTime(["%Y-%m-%d"]), default=None)
+@click.option("--to", "end", type=click.DateTime(["%Y-%m-%d"]), default=None)
+@click.option("--format", "fmt", type=click.Choice(["xlsx", "csv", "json"]), default="json")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), default=None)
+def report(unit, period_spec, start, end, fmt, output) -> None:  # noqa: ANN001
+    """The plans' indicators for a unit and a period (JSON, CSV or XLSX)."""
+    from workflow.bootstrap import bootstrap
+    from workflow.report_export import export
+    from workflow.reports import indicators, period
+
+    try:
+        if period_spec:
+            first, last = period(period_spec)
+        elif start and end:
+            first, last = start.date(), end.date()
+        else:
+            raise click.UsageError("give --period, or --from and --to")
+        first, last = (start.date() if start else first), (end.date() if end else last)
+        services = bootstrap(registry=_registry())
+        _require_schema(services)
+        with services.session_factory() as session:
+            data = indicators(
+                session, services.registry, unit, first, last, calendar=services.cases.calendar
+            )
+    except RehabflowError as exc:
+        _fail(exc)
+        return
+    content, _ = export(data, fmt)
+    if output:
+        Path(output).write_bytes(content)
+        click.echo(f"wrote {output}")
+    elif fmt == "xlsx":
+        raise click.UsageError("--format xlsx needs -o FILE")
+    else:
+        click.echo(content.decode("utf-8"))
+
+
 @main.group("audit")
 def audit_group() -> None:
     """The audit log."""

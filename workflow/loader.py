@@ -121,7 +121,8 @@ class _Problems:
         self.items: list[Problem] = []
 
     def add(self, line: int, key: str, message: str) -> None:
-        self.items.append(Problem(self.file, line, key, message))
+        # a line inherited from a parent definition (``extends``) names the parent's file
+        self.items.append(Problem(getattr(line, "file", self.file), int(line), key, message))
 
 
 # --------------------------------------------------------------------------- parser
@@ -830,9 +831,261 @@ class _Parser:
         return out
 
 
-def parse_text(text: str, file: str = "<string>") -> tuple[Definition | None, list[Problem]]:
-    """Parse definition YAML; returns the definition (or None) and every problem found."""
-    problems = _Problems(file)
+# --------------------------------------------------------------------------- inheritance
+EXTENDS_RE = re.compile(r"^([a-z][a-z0-9_]*)@([1-9][0-9]*)$")
+KEYED_LISTS = {
+    "document_types": "code",
+    "agency_types": "code",
+    "roles": "code",
+    "groups": "code",
+    "case_fields": "name",
+    "states": "key",
+    "transitions": "key",
+    "activities": "key",
+    "deadlines": "key",
+}
+# what a child never takes from its parent: its own dates, and the inheritance directives
+NOT_INHERITED = ("extends", "remove", "effective_from", "effective_to")
+
+
+class SrcLine(int):
+    """A line number that remembers its file: problems on inherited items name the parent."""
+
+    file: str
+
+    def __new__(cls, line: int, file: str) -> SrcLine:
+        obj = super().__new__(cls, line)
+        obj.file = file
+        return obj
+
+
+def _tag(obj: Any, file: str) -> None:
+    """Mark every line number in a parsed tree as coming from ``file``."""
+    if isinstance(obj, LineDict):
+        obj.line = SrcLine(obj.line, file)
+        obj.key_lines = {k: SrcLine(v, file) for k, v in obj.key_lines.items()}
+        for v in obj.values():
+            _tag(v, file)
+    elif isinstance(obj, LineList):
+        obj.line = SrcLine(obj.line, file)
+        obj.item_lines = [SrcLine(v, file) for v in obj.item_lines]
+        for v in obj:
+            _tag(v, file)
+
+
+_HEAD_RE = re.compile(r"^(key|version):\s*[\"']?([A-Za-z0-9_]+)[\"']?\s*(#.*)?$", re.MULTILINE)
+
+
+def _head(path: Path) -> tuple[str, int] | None:
+    """(key, version) of a definition file, read from its top-level lines without parsing."""
+    try:
+        found = dict((m[0], m[1]) for m in _HEAD_RE.findall(path.read_text(encoding="utf-8")))
+    except (OSError, UnicodeDecodeError):
+        return None
+    if "key" not in found or not found.get("version", "").isdigit():
+        return None
+    return found["key"], int(found["version"])
+
+
+def _find_parent(directory: Path, key: str, version: int) -> Path | None:
+    """``<key>.v<version>.yaml`` if it holds key@version, else any ``*.yaml`` that does."""
+    conventional = directory / f"{key}.v{version}.yaml"
+    candidates = [conventional, *sorted(p for p in directory.glob("*.yaml") if p != conventional)]
+    for path in candidates:
+        if path.is_file() and _head(path) == (key, version):
+            return path
+    return None
+
+
+def _ident(item: Any, id_key: str) -> str | None:
+    value = item.get(id_key) if isinstance(item, dict) else None
+    return value if isinstance(value, str) else None
+
+
+def _removals(child: LineDict, parent: LineDict, problems: _Problems) -> dict[str, set[str]]:
+    """The ``remove: {section: [key, ...]}`` of a child; every key must exist in the parent."""
+    raw = child.get("remove")
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        problems.add(_line_of(child, "remove"), "remove", "must be a mapping: section: [keys]")
+        return {}
+    out: dict[str, set[str]] = {}
+    for section, keys in raw.items():
+        path = f"remove.{section}"
+        if section != "parameters" and section not in KEYED_LISTS:
+            problems.add(
+                _line_of(raw, section),
+                path,
+                f"cannot remove from {section!r} (use parameters, {', '.join(KEYED_LISTS)})",
+            )
+            continue
+        keys = [keys] if isinstance(keys, str) else keys
+        if not isinstance(keys, list):
+            problems.add(_line_of(raw, section), path, "must be a list of keys")
+            continue
+        pvalue = parent.get(section)
+        if section == "parameters":
+            known = set(pvalue) if isinstance(pvalue, dict) else set()
+        else:
+            known = {_ident(i, KEYED_LISTS[section]) for i in pvalue or []}
+        for i, k in enumerate(keys):
+            line = _line_of(keys, i, _line_of(raw, section))
+            if not isinstance(k, str):
+                problems.add(line, f"{path}[{i}]", "must be a string")
+            elif k not in known:
+                problems.add(line, path, f"the parent has no {k!r} in {section} to remove")
+            else:
+                out.setdefault(section, set()).add(k)
+    return out
+
+
+def _merge_list(plist: Any, clist: Any, id_key: str, removed: set[str]) -> LineList:
+    """Parent items (less the removed), each replaced by the child's item of the same key;
+    the child's new items are appended. Each item keeps the line of the file it comes from."""
+    items, lines, pos, replaced = LineList(), [], {}, set()
+    if isinstance(plist, list):
+        for i, item in enumerate(plist):
+            ident = _ident(item, id_key)
+            if ident in removed:
+                continue
+            if ident is not None:
+                pos[ident] = len(items)
+            items.append(item)
+            lines.append(_line_of(plist, i))
+    for i, item in enumerate(clist):
+        ident = _ident(item, id_key)
+        if ident in pos and ident not in replaced:
+            replaced.add(ident)
+            items[pos[ident]], lines[pos[ident]] = item, _line_of(clist, i)
+        else:  # a new key (or a duplicate within the child, which the parser reports)
+            items.append(item)
+            lines.append(_line_of(clist, i))
+    items.line, items.item_lines = _line_of(clist), lines
+    return items
+
+
+def _merge_parameters(pparams: Any, cparams: dict, removed: set[str]) -> LineDict:
+    out = LineDict()
+    out.line, out.key_lines, out.duplicates = _line_of(cparams), {}, []
+    for source in (pparams if isinstance(pparams, dict) else {}, cparams):
+        for name, spec in source.items():
+            if source is pparams and name in removed:
+                continue
+            out[name] = spec
+            out.key_lines[name] = _line_of(source, name)
+    return out
+
+
+def merge_definitions(parent: LineDict, child: LineDict, problems: _Problems) -> LineDict:
+    """The child's document laid over its parent's (both already parsed with lines).
+
+    Top-level values of the child replace the parent's; ``parameters`` merge by name; the keyed
+    lists merge by their key; ``remove`` deletes parent items. ``effective_from`` and
+    ``effective_to`` are never inherited.
+    """
+    removals = _removals(child, parent, problems)
+    out = LineDict()
+    out.line, out.key_lines, out.duplicates = child.line, {}, []
+    for k, v in parent.items():
+        if k in NOT_INHERITED:
+            continue
+        if k == "parameters":
+            v = _merge_parameters(v, LineDict(), removals.get(k, set()))
+            v.line = _line_of(parent, k)
+        elif k in KEYED_LISTS and isinstance(v, list):
+            v = _merge_list(v, LineList(), KEYED_LISTS[k], removals.get(k, set()))
+            v.line = _line_of(parent, k)
+        out[k] = v
+        out.key_lines[k] = _line_of(parent, k)
+    for k, v in child.items():
+        if k in ("extends", "remove"):
+            continue
+        if k == "parameters" and isinstance(v, dict):
+            v = _merge_parameters(parent.get(k), v, removals.get(k, set()))
+        elif k in KEYED_LISTS and isinstance(v, list):
+            v = _merge_list(parent.get(k), v, KEYED_LISTS[k], removals.get(k, set()))
+        out[k] = v
+        out.key_lines[k] = _line_of(child, k)
+    return out
+
+
+def resolve_extends(
+    doc: LineDict,
+    duplicates: list,
+    file: Path,
+    problems: _Problems,
+    _stack: tuple[Path, ...] = (),
+) -> tuple[LineDict | None, list]:
+    """Merge a definition that says ``extends: key@version`` on top of its parent.
+
+    The parent is looked up in the directory of ``file`` (``<key>.v<version>.yaml``, else any
+    ``*.yaml`` holding that key and version) and may itself extend another. Returns the merged
+    document, still to be validated like any definition, and the duplicate keys of all files;
+    or None when the parent cannot be used (the problems say why).
+    """
+    if "extends" not in doc:
+        if "remove" in doc:
+            problems.add(
+                _line_of(doc, "remove"), "remove", "only a definition that 'extends' may remove"
+            )
+        return doc, duplicates
+    raw, line = doc["extends"], _line_of(doc, "extends")
+    match = EXTENDS_RE.match(raw) if isinstance(raw, str) else None
+    if match is None:
+        problems.add(line, "extends", f"must be 'key@version', e.g. drug_rehab@1, got {raw!r}")
+        return None, duplicates
+    pkey, pversion = match[1], int(match[2])
+    key, version = doc.get("key"), doc.get("version")
+    ok = True
+    if isinstance(key, str) and key != pkey:
+        problems.add(
+            line, "extends", f"parent {raw} is of a different key than {key!r}: extend {key}@N"
+        )
+        ok = False
+    if "version" not in doc:
+        problems.add(doc.line, "version", f"is required (greater than the parent's {pversion})")
+        ok = False
+    elif isinstance(version, int) and not isinstance(version, bool) and version <= pversion:
+        problems.add(
+            _line_of(doc, "version"),
+            "version",
+            f"must be greater than the parent's version ({raw}), got {version}",
+        )
+        ok = False
+    if file.name == "<string>" or not file.parent.is_dir():
+        problems.add(line, "extends", "a definition that extends another must be read from a file")
+        return None, duplicates
+    here = file.resolve()
+    parent_path = _find_parent(file.parent, pkey, pversion)
+    if parent_path is None:
+        problems.add(
+            line,
+            "extends",
+            f"unknown parent {raw}: no {pkey}.v{pversion}.yaml nor any *.yaml with "
+            f"key {pkey} and version {pversion} in {file.parent}",
+        )
+        return None, duplicates
+    if parent_path.resolve() in (*_stack, here):
+        chain = " -> ".join(p.name for p in (*_stack, here, parent_path))
+        problems.add(line, "extends", f"inheritance cycle: {chain}")
+        return None, duplicates
+    if not ok:
+        return None, duplicates
+    parent_problems = _Problems(str(parent_path))
+    pdoc, pdups = _read_yaml(parent_path.read_text(encoding="utf-8"), parent_problems)
+    if pdoc is not None:
+        _tag(pdoc, str(parent_path))
+        pdups = [(k, SrcLine(n, str(parent_path))) for k, n in pdups]
+        pdoc, pdups = resolve_extends(pdoc, pdups, parent_path, parent_problems, (*_stack, here))
+    if pdoc is None or parent_problems.items:
+        problems.items.extend(parent_problems.items)
+        problems.add(line, "extends", f"parent {raw} ({parent_path}) cannot be loaded")
+        return None, duplicates
+    return merge_definitions(pdoc, doc, problems), pdups + duplicates
+
+
+def _read_yaml(text: str, problems: _Problems) -> tuple[LineDict | None, list]:
     try:
         loader = _Loader(text)
         loader.duplicates = []
@@ -843,12 +1096,29 @@ def parse_text(text: str, file: str = "<string>") -> tuple[Definition | None, li
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         problems.add(mark.line + 1 if mark else 0, "yaml", str(exc).replace("\n", " "))
-        return None, problems.items
+        return None, []
     if not isinstance(doc, dict):
         problems.add(1, "definition", "the file must hold a mapping")
+        return None, []
+    return doc, loader.duplicates
+
+
+def parse_text(text: str, file: str = "<string>") -> tuple[Definition | None, list[Problem]]:
+    """Parse definition YAML; returns the definition (or None) and every problem found.
+
+    A definition with ``extends: key@version`` is merged on top of its parent, looked up in
+    the directory of ``file`` (see :func:`resolve_extends`), before it is validated.
+    """
+    problems = _Problems(file)
+    doc, duplicates = _read_yaml(text, problems)
+    if doc is None:
         return None, problems.items
+    if "extends" in doc or "remove" in doc:
+        doc, duplicates = resolve_extends(doc, duplicates, Path(file), problems)
+        if doc is None:
+            return None, problems.items
     parser = _Parser(doc, problems)
-    parser.duplicates = loader.duplicates
+    parser.duplicates = duplicates
     definition = parser.parse()
     return (definition if not problems.items else None), problems.items
 

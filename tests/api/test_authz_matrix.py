@@ -42,7 +42,6 @@ from workflow.service import SubjectData
 from ..conftest import COMMUNE, DEFINITIONS, PROVINCE
 from .conftest import (
     DB_PARAMS,
-    FIXED_NOW,
     OTHER_COMMUNE,
     OTHER_PROVINCE,
     PDF,
@@ -59,7 +58,7 @@ from .conftest import (
     truncate_all,
 )
 
-D: Definition = Registry.from_directory(DEFINITIONS).in_force("drug_rehab", FIXED_NOW.date())
+D: Definition = Registry.from_directory(DEFINITIONS).get("drug_rehab", 1)
 COMBOS = [(agency, role) for agency in D.agency_types for role in D.roles]
 MINOR_ONLY = {"open_minor_dossier"}
 ADULT_ONLY = {"open_compulsory_dossier"}
@@ -215,6 +214,7 @@ class World:
             SubjectData("Nguyễn Văn Thử", COMMUNE, born, "male"),
             self.actor(self.officer),
             self.clock(),
+            version=1,
         )
         path = path_to(state, minor=minor)
         assert path is not None

@@ -93,8 +93,9 @@ def test_create_returns_201_location_and_etag(users: ApiUsers) -> None:
     assert got.headers["ETag"] == f'"{version}"'
     case = got.get_json()
     assert (case["id"], case["number"], case["version"]) == (case_id, body["number"], version)
-    # the version defaults to the newest in force on the (injected) date
-    assert case["definition"] == {"key": "drug_rehab", "version": 1}
+    # the version defaults to the newest in force on the (injected) date: 02/06/2025 falls
+    # under drug_rehab@2 (in force from 01/03/2025)
+    assert case["definition"] == {"key": "drug_rehab", "version": 2}
     assert case["opened_at"] == FIXED_NOW.isoformat()
 
 

@@ -40,11 +40,13 @@ def test_list_shows_the_version_in_force(users: ApiUsers) -> None:
     r = users.officer().get("/api/v1/definitions")
     assert r.status_code == 200
     listed = {(d["key"], d["version"]): d for d in r.get_json()}
-    assert ("drug_rehab", 1) in listed
+    assert {("drug_rehab", 1), ("drug_rehab", 2), ("drug_rehab", 3)} <= set(listed)
     v1 = listed[("drug_rehab", 1)]
-    assert v1["in_force"] is True
     assert v1["effective_from"] == "2022-01-01"
     assert v1["title"]["vi"] and v1["title"]["en"]
+    # on the injected date (02/06/2025) new cases get v2; exactly one version is in force
+    assert [v for (k, v), d in listed.items() if k == "drug_rehab" and d["in_force"]] == [2]
+    assert listed[("drug_rehab", 3)]["effective_from"] == "2026-07-01"
 
 
 def test_in_force_follows_the_clock(make_app: Callable[..., Flask], clock: Clock) -> None:

@@ -39,7 +39,9 @@ class Driver:
         born: date = date(1990, 5, 14),
         unit: str = COMMUNE,
         name: str = "Trần Văn Bình",
+        version: int | None = 1,
     ) -> CommandResult:
+        """Open a case; on drug_rehab@1 unless another version (None: the one in force)."""
         actor = self.actors.get("commune_police", "officer", unit)
         return self.service.open_case(
             SubjectData(
@@ -51,6 +53,7 @@ class Driver:
             ),
             actor,
             at(day),
+            version=version,
         )
 
     def attach(self, case_id: int, codes: list[str], day: date, actor: Any = None) -> None:

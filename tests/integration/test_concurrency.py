@@ -363,7 +363,9 @@ def test_revocation_racing_a_transition_is_serialised(
     transition committed *after* the revocation of a document it relies on.
 
     The interleaving is forced: the advancing thread reads the case's active documents, then
-    lets another officer revoke the required one before it goes on.
+    lets another officer revoke the required one before it goes on. On PostgreSQL only the
+    case-row lock taken by ``revoke_document`` makes the revoker wait; without it the
+    transition commits after the revocation, using the revoked document (regression test).
     """
     cid = drive.open(DAY).case_id
     drive.attach(cid, ["determination_request"], DAY)
@@ -429,9 +431,10 @@ def test_activity_at_the_same_instant_still_bumps_the_version(
 ) -> None:
     """Two check-ins with the same If-Match version: the second must be refused.
 
-    The version is bumped by the UPDATE the ORM issues for the case row; an activity that sets
-    no case field only changes ``updated_at``, so when ``now`` equals the last change the row
-    is not updated and the version stays put.
+    The version is bumped by the UPDATE the ORM issues for the case row. An activity that sets
+    no case field only assigns ``updated_at``; when ``now`` equals the last change nothing has
+    changed in the ORM's eyes, no UPDATE is issued and the version stays put, unless the
+    service forces it (``flag_modified``). Regression test for that bug.
     """
     cid = to_addicted(drive, DAY)
     officer = drive.actors.get("commune_police", "officer")

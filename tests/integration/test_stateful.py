@@ -19,6 +19,10 @@ expected number of audit events and outbox messages) and checks after every step
 * the version grows by exactly one per successful transition or activity, and not otherwise;
 * every transition or activity wrote ``len(notify)`` outbox messages, and nothing else did.
 
+Every version of ``drug_rehab`` is exercised: the first case opens in the time of a random
+version, and a case opened later may fall under a newer one; each case is checked against its
+own version. The clock only moves when the ``time_passes`` rule says so: most commands share one
+instant.
 SQLite always (a copy of a migrated template per example); PostgreSQL when it answers (the tables
 are truncated per example). ``REHABFLOW_SLOW_TESTS=1`` runs the longer variant too.
 """
@@ -53,6 +57,7 @@ from sqlalchemy.engine import Engine
 from workflow import schema
 from workflow.actors import SYSTEM, Actor
 from workflow.audit import GENESIS
+from workflow.calendar import business_date
 from workflow.db import make_engine, make_session_factory
 from workflow.definition import Action, Definition, Transition
 from workflow.errors import DomainError
@@ -96,10 +101,11 @@ BAD_VALUES = (123, -1, 10**12, 1.5, True, "", "   ", "x", "2026-02-30", "a" * 50
 DIRECTORY_TABLES = {"agencies", "agency_units", "users", "api_tokens", "audit_head"}
 
 
-def directory(session_factory: Any, d: Definition) -> dict[tuple[str, str], Actor]:
-    """A user for every (agency type, role) of the definition, and an outsider."""
+def directory(session_factory: Any, defs: list[Definition]) -> dict[tuple[str, str], Actor]:
+    """A user for every (agency type, role) of every version, and an outsider."""
     make = Actors(session_factory)
-    people = {(a, r): make.get(a, r) for a in sorted(d.agency_types) for r in sorted(d.roles)}
+    combos = {(a, r) for d in defs for a in d.agency_types for r in d.roles}
+    people = {(a, r): make.get(a, r) for a, r in sorted(combos)}
     people[("outsider", "")] = make.get("commune_police", "officer", OTHER_COMMUNE)
     return people
 
@@ -107,12 +113,12 @@ def directory(session_factory: Any, d: Definition) -> dict[tuple[str, str], Acto
 class SqliteDatabases:
     """A copy of one migrated template file (directory included) per example."""
 
-    def __init__(self, root: Path, d: Definition) -> None:
+    def __init__(self, root: Path, defs: list[Definition]) -> None:
         self.root = root
         self.template = root / "template.db"
         eng = make_engine(f"sqlite:///{self.template}")
         schema.upgrade(eng)
-        self.people = directory(make_session_factory(eng), d)
+        self.people = directory(make_session_factory(eng), defs)
         eng.dispose()
         self._n = count(1)
 
@@ -131,10 +137,10 @@ class SqliteDatabases:
 class PostgresDatabases:
     """The run's private schema: the case tables are truncated per example."""
 
-    def __init__(self, engine: Engine, d: Definition) -> None:
+    def __init__(self, engine: Engine, defs: list[Definition]) -> None:
         self.engine = engine
         _truncate_pg(engine)
-        self.people = directory(make_session_factory(engine), d)
+        self.people = directory(make_session_factory(engine), defs)
         names = set(inspect(engine).get_table_names()) - DIRECTORY_TABLES - {"alembic_version"}
         self._truncate = f"TRUNCATE {', '.join(sorted(names))} RESTART IDENTITY"
         self._reset_head = f"UPDATE audit_head SET seq = 0, hash = '{GENESIS}' WHERE id = 1"
@@ -159,6 +165,7 @@ class DocModel:
 @dataclass
 class CaseModel:
     id: int
+    d: Definition  # the version the case was opened under
     state: str
     version: int
     docs: dict[int, DocModel] = field(default_factory=dict)
@@ -192,7 +199,9 @@ class CaseServiceMachine(RuleBasedStateMachine):
     def __init__(self, registry: Registry, databases: Any) -> None:
         super().__init__()
         self.registry = registry
-        self.d: Definition = registry.in_force("drug_rehab", START)
+        self.versions = registry.versions("drug_rehab")
+        self.transition_keys = sorted({k for d in self.versions for k in d.transitions})
+        self.activity_keys = sorted({k for d in self.versions for k in d.activities})
         self.databases = databases
         self.people: dict[tuple[str, str], Actor] = databases.people
         self.engine = databases.fresh()
@@ -231,11 +240,22 @@ class CaseServiceMachine(RuleBasedStateMachine):
     def pick_case(self, draw: Any) -> CaseModel:
         return self.cases[draw(st.sampled_from(sorted(self.cases)))]
 
-    def form(self, action: Action | None, draw: Any) -> Any:
+    def form(self, case: CaseModel, action: Action | None, draw: Any) -> Any:
         if action is None:
             return {}
         rng = random.Random(draw(st.integers(0, 2**32 - 1)))
-        return fill_form(self.d, action, self.now.date(), rng, COMMUNE)
+        return fill_form(case.d, action, business_date(self.now), rng, COMMUNE)
+
+    def opened(self, case_id: int, state: str, version: int, now: Any) -> CaseModel:
+        """Model a case just opened: under the version in force on the day it was opened."""
+        with self.service.uow(read_only=True) as uow:
+            d = self.service.definition_of(uow.get_case(case_id))
+        assert d is self.registry.in_force("drug_rehab", business_date(now))
+        assert state == d.initial_state.key and case_id not in self.cases
+        case = self.cases[case_id] = CaseModel(case_id, d, state, version)
+        self.audit_expected += 1
+        self.outbox_expected += len(d.opening.notify) if d.opening else 0
+        return case
 
     def world(self) -> tuple:
         """Everything a command may write (not the directory and the access log)."""
@@ -287,7 +307,7 @@ class CaseServiceMachine(RuleBasedStateMachine):
         )
         if result is None:
             return
-        t = self.d.transitions[key]
+        t = case.d.transitions[key]
         note(f"case {case.id}: {case.state} --{key}--> {t.dest}")
         assert case.state in t.sources
         assert (result.from_state, result.state) == (case.state, t.dest)
@@ -310,7 +330,7 @@ class CaseServiceMachine(RuleBasedStateMachine):
         )
         if result is None:
             return
-        act = self.d.activities[key]
+        act = case.d.activities[key]
         assert case.state in act.states and result.state == case.state
         assert result.version == case.version + 1, "an activity bumps the version by one"
         assert expected in (None, case.version)
@@ -331,14 +351,16 @@ class CaseServiceMachine(RuleBasedStateMachine):
         return draw(st.sampled_from([None] * 4 + [case.version] * 4 + [case.version - 1]))
 
     # ------------------------------------------------------------------- rules
-    @initialize(born=st.sampled_from(BIRTHS))
-    def first_case(self, born: date | None) -> None:
+    @initialize(born=st.sampled_from(BIRTHS), data=st.data())
+    def first_case(self, born: date | None, data: st.DataObject) -> None:
+        """Start in the time of a random version (later cases may fall under a newer one)."""
+        starts = sorted({d.effective_from for d in self.versions})
+        self.now = at(data.draw(st.sampled_from(starts)) + timedelta(days=35))
         subject = SubjectData("Trần Văn Bình", COMMUNE, born, "male", "040094001234")
         officer = self.people[("commune_police", "officer")]
-        result = self.service.open_case(subject, officer, self.tick())
-        self.cases[result.case_id] = CaseModel(result.case_id, result.state, result.version)
-        self.audit_expected += 1
-        self.outbox_expected += len(self.d.opening.notify) if self.d.opening else 0
+        now = self.tick()
+        result = self.service.open_case(subject, officer, now)
+        self.opened(result.case_id, result.state, result.version, now)
 
     @precondition(lambda self: len(self.cases) < MAX_CASES)
     @rule(data=st.data())
@@ -361,11 +383,8 @@ class CaseServiceMachine(RuleBasedStateMachine):
         result = self.run("open", lambda: self.service.open_case(subject, opener, now))
         if result is None:
             return
-        assert result.state == self.d.initial_state.key and result.case_id not in self.cases
         assert opener.is_system or subject.unit_code in opener.units, "opened out of jurisdiction"
-        self.cases[result.case_id] = CaseModel(result.case_id, result.state, result.version)
-        self.audit_expected += 1
-        self.outbox_expected += len(self.d.opening.notify) if self.d.opening else 0
+        self.opened(result.case_id, result.state, result.version, now)
 
     @precondition(lambda self: len(self.cases) < MAX_CASES)
     @rule(data=st.data())
@@ -373,21 +392,18 @@ class CaseServiceMachine(RuleBasedStateMachine):
         """A new adult's case walked along the shortest path to a random state, with forms
         that satisfy the guards, so that deep states (court, rehab, supervision) are reached."""
         draw = data.draw
-        target = draw(st.sampled_from(sorted(self.d.states)))
         subject = SubjectData("Lê Thị Cúc", COMMUNE, date(1988, 11, 2), "female", None)
         officer = self.people[("commune_police", "officer")]
         now = self.tick()
         opened = self.run("open", lambda: self.service.open_case(subject, officer, now))
         assert opened is not None, "a valid case must open"
-        case = CaseModel(opened.case_id, opened.state, opened.version)
-        self.cases[case.id] = case
-        self.audit_expected += 1
-        self.outbox_expected += len(self.d.opening.notify) if self.d.opening else 0
-        for key in path_to(self.d, target) or []:
-            t = self.d.transitions[key]
+        case = self.opened(opened.case_id, opened.state, opened.version, now)
+        target = draw(st.sampled_from(sorted(case.d.states)))
+        for key in path_to(case.d, target) or []:
+            t = case.d.transitions[key]
             actor = self.permitted_actor(t, draw)
             self.attach_missing(case, t, actor, draw, all_of=True)
-            form = self.form(t, draw)
+            form = self.form(case, t, draw)
             form.update({k: v for k, v in GUARD_FRIENDLY.items() if t.field(k) is not None})
             state = case.state
             self.do_advance(case, key, form, actor, case.version)
@@ -398,7 +414,7 @@ class CaseServiceMachine(RuleBasedStateMachine):
     @rule(data=st.data())
     def attach_document(self, data: st.DataObject) -> None:
         case = self.pick_case(data.draw)
-        doc_type = data.draw(st.sampled_from([*sorted(self.d.document_types), "no_such_type"]))
+        doc_type = data.draw(st.sampled_from([*sorted(case.d.document_types), "no_such_type"]))
         if data.draw(st.booleans()):
             actor = self.people[("commune_police", "officer")]
         else:
@@ -434,17 +450,17 @@ class CaseServiceMachine(RuleBasedStateMachine):
     def progress(self, case: CaseModel, draw: Any, *, valid: bool) -> None:
         """A manual transition out of the current state (rarely one that closes the case),
         documents attached first, by an agency that may fire it, with a valid form (or not)."""
-        options = [t for t in self.d.transitions_from(case.state) if not t.automatic]
+        options = [t for t in case.d.transitions_from(case.state) if not t.automatic]
         if not options:
             return
-        onward = [t for t in options if self.d.states[t.dest].kind != "terminal"]
+        onward = [t for t in options if case.d.states[t.dest].kind != "terminal"]
         if onward and draw(st.integers(0, 9)) > 0:
             options = onward
-        t: Transition = self.d.transitions[draw(st.sampled_from([t.key for t in options]))]
+        t: Transition = case.d.transitions[draw(st.sampled_from([t.key for t in options]))]
         actor = self.permitted_actor(t, draw)
         self.attach_missing(case, t, actor, draw, all_of=valid)
         how = "valid" if valid else draw(st.sampled_from(["valid"] * 8 + ["bad_value", "drop"]))
-        form = mutate(self.form(t, draw), t, how, draw)
+        form = mutate(self.form(case, t, draw), t, how, draw)
         expected = draw(st.sampled_from([None, case.version])) if valid else None
         self.do_advance(case, t.key, form, actor, expected)
 
@@ -469,15 +485,15 @@ class CaseServiceMachine(RuleBasedStateMachine):
         """Any transition key (or an unknown one), by anyone, with any form."""
         draw = data.draw
         case = self.pick_case(draw)
-        key = draw(st.sampled_from([*sorted(self.d.transitions), "no_such_transition"]))
-        t = self.d.transitions.get(key)
+        key = draw(st.sampled_from([*self.transition_keys, "no_such_transition"]))
+        t = case.d.transitions.get(key)
         how = draw(
             st.sampled_from(
                 ["valid"] * 4
                 + ["unknown_field", "drop_required", "bad_value", "empty", "not_a_mapping"]
             )
         )
-        form = mutate(self.form(t, draw), t, how, draw)
+        form = mutate(self.form(case, t, draw), t, how, draw)
         self.do_advance(case, key, form, self.actor(draw), self.expected_version(case, draw))
 
     @precondition(lambda self: self.cases)
@@ -485,7 +501,7 @@ class CaseServiceMachine(RuleBasedStateMachine):
     def fire_automatic_as_system(self, data: st.DataObject) -> None:
         draw = data.draw
         case = self.pick_case(draw)
-        automatic = sorted(k for k, t in self.d.transitions.items() if t.automatic)
+        automatic = sorted(k for k, t in case.d.transitions.items() if t.automatic)
         key = draw(st.sampled_from(automatic))
         form = draw(st.sampled_from([{}, {}, {"bogus_field": 1}]))
         self.do_advance(case, key, form, SYSTEM, self.expected_version(case, draw))
@@ -495,14 +511,14 @@ class CaseServiceMachine(RuleBasedStateMachine):
     def record_activity_of_the_state(self, data: st.DataObject) -> None:
         draw = data.draw
         case = self.pick_case(draw)
-        options = self.d.activities_in(case.state)
+        options = case.d.activities_in(case.state)
         if not options:
             return
-        act = self.d.activities[draw(st.sampled_from([a.key for a in options]))]
+        act = case.d.activities[draw(st.sampled_from([a.key for a in options]))]
         actor = self.permitted_actor(act, draw)
         self.attach_missing(case, act, actor, draw)
         how = draw(st.sampled_from(["valid"] * 8 + ["bad_value", "unknown_field"]))
-        form = mutate(self.form(act, draw), act, how, draw)
+        form = mutate(self.form(case, act, draw), act, how, draw)
         self.do_activity(case, act.key, form, actor, self.expected_version(case, draw))
 
     @precondition(lambda self: self.cases)
@@ -510,10 +526,10 @@ class CaseServiceMachine(RuleBasedStateMachine):
     def record_any_activity(self, data: st.DataObject) -> None:
         draw = data.draw
         case = self.pick_case(draw)
-        key = draw(st.sampled_from([*sorted(self.d.activities), "no_such_activity"]))
-        act = self.d.activities.get(key)
+        key = draw(st.sampled_from([*self.activity_keys, "no_such_activity"]))
+        act = case.d.activities.get(key)
         how = draw(st.sampled_from(["valid"] * 3 + ["bad_value", "empty", "not_a_mapping"]))
-        form = mutate(self.form(act, draw), act, how, draw)
+        form = mutate(self.form(case, act, draw), act, how, draw)
         self.do_activity(case, key, form, self.actor(draw), self.expected_version(case, draw))
 
     @rule(
@@ -551,10 +567,11 @@ class CaseServiceMachine(RuleBasedStateMachine):
         assert {c.id: (c.state, c.version) for c in cases} == {
             c.id: (c.state, c.version) for c in self.cases.values()
         }
-        terminal = {k for k, s in self.d.states.items() if s.kind == "terminal"}
         for c in cases:
-            assert c.state in self.d.states and c.state_group == self.d.states[c.state].group
-            assert (c.closed_at is not None) == (c.state in terminal), f"case {c.id} closed_at"
+            states = self.cases[c.id].d.states
+            assert c.state in states and c.state_group == states[c.state].group
+            terminal = states[c.state].kind == "terminal"
+            assert (c.closed_at is not None) == terminal, f"case {c.id}: closed_at vs state"
         assert {d[0]: (d[1], d[2], bool(d[3])) for d in docs} == {
             i: (c.id, m.type, m.revoked) for c in self.cases.values() for i, m in c.docs.items()
         }
@@ -571,9 +588,10 @@ class CaseServiceMachine(RuleBasedStateMachine):
                 documents = json.loads(documents)
             docs = {x["id"]: x["type"] for x in documents or []}
             if what == "case.opened":
-                assert cid not in state and to_state == self.d.initial_state.key
+                d = self.cases[cid].d
+                assert cid not in state and to_state == d.initial_state.key
                 state[cid] = to_state
-                assert messages[seq] == (len(self.d.opening.notify) if self.d.opening else 0)
+                assert messages[seq] == (len(d.opening.notify) if d.opening else 0)
                 continue
             assert cid in state, f"event {seq} for a case never opened"
             if what == "document.attached":
@@ -587,13 +605,13 @@ class CaseServiceMachine(RuleBasedStateMachine):
             elif what.startswith(("transition:", "activity:")):
                 kind, key = what.split(":", 1)
                 if kind == "transition":
-                    t = self.d.transitions[key]
+                    t = self.cases[cid].d.transitions[key]
                     assert from_state == state[cid] and from_state in t.sources, what
                     assert to_state == t.dest
                     action: Action = t
                     state[cid] = t.dest
                 else:
-                    action = self.d.activities[key]
+                    action = self.cases[cid].d.activities[key]
                     assert from_state == to_state == state[cid] and to_state in action.states
                 for doc_id, doc_type in docs.items():
                     assert attached.get(doc_id) == (cid, doc_type), f"{what}: unknown document"
@@ -626,10 +644,10 @@ def run_machine(registry: Registry, databases: Any, config: settings) -> None:
 def databases_for(
     backend: str, registry: Registry, request: pytest.FixtureRequest, tmp_path: Path
 ) -> Any:
-    d = registry.in_force("drug_rehab", START)
+    defs = registry.versions("drug_rehab")
     if backend == "sqlite":
-        return SqliteDatabases(tmp_path, d)
-    return PostgresDatabases(request.getfixturevalue("pg_engine"), d)
+        return SqliteDatabases(tmp_path, defs)
+    return PostgresDatabases(request.getfixturevalue("pg_engine"), defs)
 
 
 BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]

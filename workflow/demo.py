@@ -215,7 +215,9 @@ def load_demo(
     """Create the directory and as many cases as are missing to reach ``n_cases``."""
     today = _now()
     d = services.registry.in_force("drug_rehab", today.date())
-    actors = ensure_directory(services, d)
+    actors: dict[tuple[str, str], Actor] = {}
+    for version in services.registry.versions("drug_rehab"):
+        actors.update(ensure_directory(services, version))
     with services.session_factory() as session:
         existing = session.execute(
             select(func.count()).select_from(Case).where(Case.unit_code == DEMO_COMMUNE)
@@ -223,16 +225,21 @@ def load_demo(
     missing = max(0, n_cases - existing)
     targets = [s for s in d.states if s != d.initial_state.key]
     targets.append(d.initial_state.key)
-    paths = {s: path_to(d, s) for s in targets}
-    targets = [s for s in targets if paths[s] is not None]
+    paths: dict[tuple[int, str], list[str] | None] = {}
     rng = random.Random(seed + existing)
     bar = tqdm(total=missing, desc="demo cases", unit="case", disable=not progress)
     for i in range(missing):
         target = targets[(existing + i) % len(targets)]
-        path = paths[target]
-        minor = "compulsory_dossier" in path_states(d, path) and rng.random() < 0.15
-        start = today - timedelta(days=rng.randint(4 * len(path) + 10, 4 * len(path) + 700))
-        _walk(services, d, path, actors, rng, start, minor)
+        start = today - timedelta(days=rng.randint(60, 760))
+        # a case follows the version of the law in force on the day it was opened
+        case_def = services.registry.in_force("drug_rehab", start.date())
+        if (case_def.version, target) not in paths:
+            paths[(case_def.version, target)] = (
+                path_to(case_def, target) if target in case_def.states else None
+            )
+        path = paths[(case_def.version, target)] or []
+        minor = "compulsory_dossier" in path_states(case_def, path) and rng.random() < 0.15
+        _walk(services, case_def, path, actors, rng, start, minor)
         bar.update(1)
     bar.close()
     with services.session_factory() as session:

@@ -103,7 +103,7 @@ class SubjectOut(Schema):
     unit_code = fields.String()
 
 
-class CaseSummaryOut(Schema):
+class _CaseFields(Schema):
     id = fields.Integer()
     number = fields.String()
     state = fields.String()
@@ -115,22 +115,14 @@ class CaseSummaryOut(Schema):
     opened_at = fields.DateTime()
     state_entered_at = fields.DateTime()
     closed_at = fields.DateTime(allow_none=True)
+
+
+class CaseSummaryOut(_CaseFields):
     full_name = fields.String()
 
 
-class CaseOut(Schema):
-    id = fields.Integer()
-    number = fields.String()
-    state = fields.String()
-    group = fields.String()
-    version = fields.Integer()
-    definition = fields.Nested(DefinitionRef)
-    unit_code = fields.String()
-    province_code = fields.String()
+class CaseOut(_CaseFields):
     fields_ = fields.Dict(data_key="fields")
-    opened_at = fields.DateTime()
-    state_entered_at = fields.DateTime()
-    closed_at = fields.DateTime(allow_none=True)
     subject = fields.Nested(SubjectOut)
     deadlines = fields.List(fields.Nested(DeadlineOut))
     documents = fields.List(fields.Nested(DocumentOut))

@@ -325,6 +325,16 @@ class CaseService:
                 )
             )
 
+    @staticmethod
+    def _flush(uow: UnitOfWork, case_id: int) -> None:
+        """Flush (the case's version-checked UPDATE); a lost race is a StaleCase."""
+        try:
+            uow.session.flush()
+        except StaleDataError:
+            raise StaleCase(
+                "the case was changed by someone else; reload it", case_id=case_id
+            ) from None
+
     def _commit(
         self,
         uow: UnitOfWork,
@@ -618,7 +628,7 @@ class CaseService:
             )
             if d.opening is not None:
                 self._outbox(uow, d.opening, case, event, now)
-            uow.session.flush()
+            self._flush(uow, case.id)
             result = CommandResult(
                 case.id, case.number, case.state, case.version, event.seq, "case.opened"
             )
@@ -727,7 +737,7 @@ class CaseService:
                 documents=self._used_documents(t, docs),
             )
             self._outbox(uow, t, case, event, now)
-            uow.session.flush()
+            self._flush(uow, case.id)
             result = CommandResult(
                 case.id,
                 case.number,
@@ -835,7 +845,7 @@ class CaseService:
                 )
             )
             self._outbox(uow, act, case, event, now)
-            uow.session.flush()
+            self._flush(uow, case.id)
             result = CommandResult(
                 case.id,
                 case.number,
@@ -929,9 +939,18 @@ class CaseService:
         if not reason or not reason.strip():
             raise ValidationFailed("a reason is required", errors={"reason": ["required"]})
         with self.uow() as uow:
-            case = self._visible_case(
-                uow, case_id, actor, lock=True
-            )  # serialised with advance (PostgreSQL)
+            # locked like advance: a revocation never lands inside a transition (PostgreSQL)
+            case = self._visible_case(uow, case_id, actor, lock=True)
+            d = self.definition_of(case)
+            level = (
+                d.agency_types[actor.agency_type].level
+                if (actor.agency_type in d.agency_types)
+                else None
+            )
+            if actor.is_system or level in (None, "none"):
+                raise NotPermitted(
+                    "only an agency officer may revoke a document", action="revoke_document"
+                )
             doc = uow.session.get(Document, document_id)
             if doc is None or doc.case_id != case.id:
                 raise DocumentNotFound(f"document {document_id} not found", document_id=document_id)

@@ -23,6 +23,7 @@ Every version of ``drug_rehab`` is exercised: the first case opens in the time o
 version, and a case opened later may fall under a newer one; each case is checked against its
 own version. The clock only moves when the ``time_passes`` rule says so: most commands share one
 instant.
+
 SQLite always (a copy of a migrated template per example); PostgreSQL when it answers (the tables
 are truncated per example). ``REHABFLOW_SLOW_TESTS=1`` runs the longer variant too.
 """

@@ -140,16 +140,13 @@ def get_case(case_id: int) -> tuple[dict, int, dict]:
     return details, 200, _etag(details["version"])
 
 
-@blp.route("/<int:case_id>/transitions/<transition_key>", methods=["POST"])
-@blp.arguments(FormIn)
-@blp.response(200, CommandOut)
-def fire_transition(
-    body: dict[str, Any], case_id: int, transition_key: str
+def _form_command(
+    command: Any, case_id: int, key: str, body: dict[str, Any]
 ) -> tuple[dict, int, dict]:
-    """Fire a transition; send If-Match: "<version>" to guard against lost updates."""
-    result = ctx.services().cases.advance(
+    """A transition or an activity: the form, If-Match and Idempotency-Key of the request."""
+    result = command(
         case_id,
-        transition_key,
+        key,
         body["data"],
         ctx.actor(),
         ctx.now(),
@@ -158,6 +155,16 @@ def fire_transition(
         lang=ctx.lang(),
     )
     return result.to_dict(), 200, _etag(result.version)
+
+
+@blp.route("/<int:case_id>/transitions/<transition_key>", methods=["POST"])
+@blp.arguments(FormIn)
+@blp.response(200, CommandOut)
+def fire_transition(
+    body: dict[str, Any], case_id: int, transition_key: str
+) -> tuple[dict, int, dict]:
+    """Fire a transition; send If-Match: "<version>" to guard against lost updates."""
+    return _form_command(ctx.services().cases.advance, case_id, transition_key, body)
 
 
 @blp.route("/<int:case_id>/activities/<activity_key>", methods=["POST"])
@@ -167,17 +174,7 @@ def record_activity(
     body: dict[str, Any], case_id: int, activity_key: str
 ) -> tuple[dict, int, dict]:
     """Record an activity (check-in, support given, ...)."""
-    result = ctx.services().cases.record_activity(
-        case_id,
-        activity_key,
-        body["data"],
-        ctx.actor(),
-        ctx.now(),
-        expected_version=_if_match(),
-        idempotency_key=_idempotency_key(),
-        lang=ctx.lang(),
-    )
-    return result.to_dict(), 200, _etag(result.version)
+    return _form_command(ctx.services().cases.record_activity, case_id, activity_key, body)
 
 
 class UploadIn(Schema):

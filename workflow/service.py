@@ -378,7 +378,7 @@ class CaseService:
 
     def _audit(
         self,
-        uow: UnitOfWork,
+        uow: UnitOfWork | _SessionHolder,
         actor: Actor,
         now: datetime,
         action: str,
@@ -1173,7 +1173,3 @@ class CaseService:
     def verify_audit(self) -> audit.VerifyResult:
         with self.uow(read_only=True) as uow:
             return audit.verify(uow.session)
-
-
-def is_unique_violation(exc: IntegrityError) -> bool:
-    return "unique" in str(exc.orig).lower() or "duplicate" in str(exc.orig).lower()

@@ -330,3 +330,64 @@ class Delivery(Base):
         Index("ux_delivery", "message_id", "agency_id", "channel", unique=True),
         Index("ix_delivery_due", "status", "next_attempt_at"),
     )
+
+
+class CaseCustody(Base):
+    """A commune that held a case before it was transferred away (change of residence).
+
+    The former holder keeps read access to the case's history up to ``until_seq`` (the audit
+    sequence of the hand-over) and nothing else."""
+
+    __tablename__ = "case_custody"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    case_id: Mapped[int] = mapped_column(ForeignKey("cases.id"), index=True)
+    unit_code: Mapped[str] = mapped_column(String(8), index=True)
+    province_code: Mapped[str] = mapped_column(String(8))
+    until_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    until_seq: Mapped[int] = mapped_column(BigId)
+
+
+class MigrationRun(Base):
+    """One run of ``rehabflow cases migrate``: what it moved, from where to where."""
+
+    __tablename__ = "migration_runs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    definition_key: Mapped[str] = mapped_column(String(64))
+    from_version: Mapped[int] = mapped_column(Integer)
+    to_version: Mapped[int] = mapped_column(Integer)
+    criteria: Mapped[dict] = mapped_column(JSONType, default=dict)
+    actor: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16))  # running | finished | interrupted
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    moved: Mapped[int] = mapped_column(Integer, default=0)
+    skipped: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class ReportTarget(Base):
+    """A plan target set by an administrator: e.g. 60 people in home/community rehab in
+    commune 17662 in 2026."""
+
+    __tablename__ = "report_targets"
+
+    unit_code: Mapped[str] = mapped_column(String(8), primary_key=True)
+    year: Mapped[int] = mapped_column(Integer, primary_key=True)
+    indicator: Mapped[str] = mapped_column(String(64), primary_key=True)
+    target: Mapped[int] = mapped_column(Integer)
+    set_by: Mapped[int | None] = mapped_column(Integer)
+    set_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class LoginAttempt(Base):
+    """A failed web login, for lockout and rate limiting (username folded; no password)."""
+
+    __tablename__ = "login_attempts"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    username: Mapped[str] = mapped_column(String(64))
+    remote_addr: Mapped[str | None] = mapped_column(String(64))
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+    __table_args__ = (Index("ix_login_attempts_user_at", "username", "at"),)

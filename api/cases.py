@@ -284,8 +284,9 @@ def case_audit(case_id: int) -> list[dict[str, Any]]:
             "definition": e.definition,
             "data_hash": e.data_hash,
             "documents": e.documents,
+            "extra": e.extra or {},
             "hash": e.hash,
             "prev_hash": e.prev_hash,
         }
-        for e in ctx.services().cases.events(case_id, ctx.actor())
+        for e in ctx.services().cases.events(case_id, ctx.actor(), ctx.now())
     ]

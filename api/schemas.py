@@ -147,6 +147,9 @@ class AuditEventOut(Schema):
     definition = fields.String(allow_none=True)
     data_hash = fields.String(allow_none=True)
     documents = fields.List(fields.Dict())
+    extra = fields.Dict(
+        metadata={"description": "a hand-over (transfer) or a version migration, when any"}
+    )
     hash = fields.String()
     prev_hash = fields.String()
 

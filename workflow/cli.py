@@ -29,6 +29,7 @@ def definitions_validate(files: tuple[str, ...]) -> None:
 
     failed = False
     seen: dict[tuple[str, int], str] = {}
+    loaded: list = []
     for name in files:
         path = Path(name)
         if not path.exists():
@@ -53,6 +54,13 @@ def definitions_validate(files: tuple[str, ...]) -> None:
                 f"{len(definition.deadlines)} deadlines)"
             )
         failed = failed or bool(problems)
+        if definition is not None and not problems:
+            loaded.append(definition)
+    from workflow.loader import check_migrations
+
+    for p in check_migrations(loaded):
+        click.echo(str(p), err=True)
+        failed = True
     sys.exit(1 if failed else 0)
 
 

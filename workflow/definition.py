@@ -139,6 +139,9 @@ class Effects:
     set_fields: tuple[tuple[str, Any], ...] = ()
     start_deadlines: tuple[str, ...] = ()
     cancel_deadlines: tuple[str, ...] = ()
+    # an expression giving the commune code the case moves to (change of residence): the
+    # receiving commune takes the case over; the sending one keeps read access to its history
+    transfer_to: Any = None
 
 
 @dataclass(frozen=True)
@@ -200,6 +203,33 @@ class DeadlineSpec:
 
 
 @dataclass(frozen=True)
+class UnmappedState:
+    state: str
+    reason: Label
+
+
+@dataclass(frozen=True)
+class MigrationPlan:
+    """How running cases of an older version (``source``, e.g. ``drug_rehab@1``) move onto this
+    one: every state of the source is mapped to a state here or declared unmapped (its cases
+    stay where they are, with the reason); open deadlines are recomputed, kept or cancelled."""
+
+    source: str
+    states: dict[str, str]
+    unmapped: dict[str, UnmappedState]
+    deadlines: dict[str, str]  # deadline key -> recompute | keep | cancel
+    cite: str = ""
+
+    @property
+    def source_key(self) -> str:
+        return self.source.split("@", 1)[0]
+
+    @property
+    def source_version(self) -> int:
+        return int(self.source.split("@", 1)[1])
+
+
+@dataclass(frozen=True)
 class CaseField:
     name: str
     type: str
@@ -233,6 +263,7 @@ class Definition:
     activities: dict[str, Activity]
     deadlines: dict[str, DeadlineSpec]
     opening: Action | None = None
+    migrations: dict[str, MigrationPlan] = field(default_factory=dict)
     source: str = ""
     raw: dict = field(default_factory=dict, compare=False, repr=False)
 

@@ -38,6 +38,7 @@ from workflow.definition import (
     FieldSpec,
     Guard,
     Label,
+    MigrationPlan,
     Notification,
     Parameter,
     Permission,
@@ -46,10 +47,12 @@ from workflow.definition import (
     Role,
     State,
     Transition,
+    UnmappedState,
 )
 from workflow.errors import DefinitionError
 
 KEY_RE = re.compile(r"^[a-z][a-z0-9_]*$")
+DEADLINE_POLICIES = ("recompute", "keep", "cancel")
 AGENCY_LEVELS = ("commune", "district", "region", "province", "central", "none")
 
 
@@ -534,6 +537,30 @@ class _Parser:
             for msg in expressions.check_refs(expr, scope):
                 self.p.add(_line_of(effects.get("set"), name), f"{path}.effects.set.{name}", msg)
             set_fields.append((name, expr))
+        transfer_to = None
+        if isinstance(effects, dict) and "transfer_to" in effects:
+            transfer_to = effects["transfer_to"]
+            line = _line_of(effects, "transfer_to")
+            if not (isinstance(transfer_to, dict) and set(transfer_to) == {"field"}):
+                self.p.add(
+                    line,
+                    f"{path}.effects.transfer_to",
+                    "must be {field: form.x} or {field: case.x} naming a field of type unit",
+                )
+                transfer_to = None
+            else:
+                for msg in expressions.check_refs(transfer_to, scope):
+                    self.p.add(line, f"{path}.effects.transfer_to", msg)
+                ns, _, name = str(transfer_to["field"]).partition(".")
+                ftype = (
+                    next((f.type for f in fields if f.name == name), None)
+                    if ns == "form"
+                    else getattr(self.case_fields.get(name), "type", None)
+                )
+                if ftype is not None and ftype != "unit":
+                    self.p.add(
+                        line, f"{path}.effects.transfer_to", f"{name!r} must be of type unit"
+                    )
         starts = self.str_list(effects, "start_deadlines", f"{path}.effects")
         cancels = self.str_list(effects, "cancel_deadlines", f"{path}.effects")
         self.pending_deadline_refs += [
@@ -560,7 +587,7 @@ class _Parser:
             documents=tuple(docs),
             fields=fields,
             guards=tuple(guards),
-            effects=Effects(tuple(set_fields), starts, cancels),
+            effects=Effects(tuple(set_fields), starts, cancels, transfer_to),
             notify=tuple(notify),
             cite=self.get(item, "cite", path, str, required=False, default=""),
         )
@@ -725,6 +752,7 @@ class _Parser:
         deadlines = self.deadlines(actions, transitions)
         self.check_deadline_refs(deadlines, actions)
         self.check_graph(states, transitions)
+        migrations = self.migrations(key, version, states, deadlines)
         for name, line in self.duplicates:
             self.p.add(line, str(name), "duplicate key (the later value would silently win)")
         if not key or not isinstance(version, int):
@@ -747,9 +775,85 @@ class _Parser:
             activities=activities,
             deadlines=deadlines,
             opening=opening,
+            migrations=migrations,
             source=self.p.file,
             raw=dict(doc),
         )
+
+    def migrations(
+        self,
+        key: str,
+        version: Any,
+        states: dict[str, State],
+        deadlines: dict[str, DeadlineSpec],
+    ) -> dict[str, MigrationPlan]:
+        """``migrations``: how running cases of older versions move onto this one. What can be
+        checked in this file is checked here; that the plan covers every state and deadline of
+        its source is checked when the source is loaded too (workflow.registry)."""
+        out: dict[str, MigrationPlan] = {}
+        for i, m in self.mappings(self.doc, "migrations", ""):
+            path = f"migrations[{i}]"
+            source = self.get(m, "from", path, str) or ""
+            src_key, _, src_version = source.partition("@")
+            if not src_version.isdigit() or src_key != key:
+                self.p.add(
+                    _line_of(m, "from"), f"{path}.from", f"must be {key}@N (an older version)"
+                )
+                continue
+            if isinstance(version, int) and int(src_version) >= version:
+                self.p.add(
+                    _line_of(m, "from"), f"{path}.from", f"{source} is not older than {version}"
+                )
+            if source in out:
+                self.p.add(_line_of(m, "from"), f"{path}.from", f"second plan from {source}")
+            path = f"migrations.{source}"
+            mapping: dict[str, str] = {}
+            for old in self.str_list(m, "keep", path):
+                self.ref(old, states, "state (kept under the same key)", _line_of(m, "keep"), path)
+                mapping[old] = old
+            raw_map = self.get(m, "map", path, dict, required=False, default={}) or {}
+            for old, new in raw_map.items():
+                line = _line_of(raw_map, old)
+                if not isinstance(new, str):
+                    self.p.add(line, f"{path}.map.{old}", "must name a state of this version")
+                    continue
+                self.ref(new, states, "state", line, f"{path}.map.{old}")
+                if old in mapping:
+                    self.p.add(line, f"{path}.map.{old}", "is also in keep")
+                mapping[str(old)] = new
+            unmapped: dict[str, UnmappedState] = {}
+            for j, u in self.mappings(m, "unmapped", path):
+                upath = f"{path}.unmapped[{j}]"
+                state = self.get(u, "state", upath, str) or ""
+                if state in mapping:
+                    self.p.add(_line_of(u, "state"), upath, f"{state!r} is also mapped")
+                unmapped[state] = UnmappedState(state, self.label(u, "reason", upath))
+            policies: dict[str, str] = {}
+            raw_dl = self.get(m, "deadlines", path, dict, required=False, default={}) or {}
+            for name, policy in raw_dl.items():
+                line = _line_of(raw_dl, name)
+                if policy not in DEADLINE_POLICIES:
+                    self.p.add(
+                        line,
+                        f"{path}.deadlines.{name}",
+                        f"must be one of {', '.join(DEADLINE_POLICIES)}",
+                    )
+                    continue
+                if policy == "recompute" and name not in deadlines:
+                    self.p.add(
+                        line,
+                        f"{path}.deadlines.{name}",
+                        f"cannot recompute {name!r}: this version has no such deadline",
+                    )
+                policies[str(name)] = policy
+            out[source] = MigrationPlan(
+                source=source,
+                states=mapping,
+                unmapped=unmapped,
+                deadlines=policies,
+                cite=self.get(m, "cite", path, str, required=False, default=""),
+            )
+        return out
 
     def check_deadline_refs(
         self, deadlines: dict[str, DeadlineSpec], actions: dict[str, Action]
@@ -845,7 +949,8 @@ KEYED_LISTS = {
     "deadlines": "key",
 }
 # what a child never takes from its parent: its own dates, and the inheritance directives
-NOT_INHERITED = ("extends", "remove", "effective_from", "effective_to")
+# (a migration plan belongs to the version that declares it)
+NOT_INHERITED = ("extends", "remove", "effective_from", "effective_to", "migrations")
 
 
 class SrcLine(int):
@@ -1132,3 +1237,36 @@ def load_file(path: str | Path) -> Definition:
             f"{path}: {len(problems)} problem(s)", errors=[str(p) for p in problems]
         )
     return definition
+
+
+def check_migrations(definitions: Iterable[Definition]) -> list[Problem]:
+    """Every migration plan against its source version (when that version is loaded): each
+    state of the source is mapped or declared unmapped exactly once, and names only states and
+    deadlines the source has."""
+    by_ref = {d.ref: d for d in definitions}
+    problems: list[Problem] = []
+    for d in by_ref.values():
+        for ref, plan in d.migrations.items():
+            src = by_ref.get(ref)
+            path = f"migrations.{ref}"
+            line = _line_of(d.raw.get("migrations"))
+            if src is None:
+                continue  # checked when both versions are loaded together
+            covered = set(plan.states) | set(plan.unmapped)
+            for state in sorted(covered - set(src.states)):
+                problems.append(Problem(d.source, line, path, f"{ref} has no state {state!r}"))
+            for state in sorted(set(src.states) - covered):
+                problems.append(
+                    Problem(
+                        d.source,
+                        line,
+                        path,
+                        f"state {state!r} of {ref} is neither mapped "
+                        "(keep/map) nor declared unmapped",
+                    )
+                )
+            for name in sorted(set(plan.deadlines) - set(src.deadlines) - set(d.deadlines)):
+                problems.append(
+                    Problem(d.source, line, f"{path}.deadlines", f"unknown deadline {name!r}")
+                )
+    return problems

@@ -5,9 +5,9 @@ from __future__ import annotations
 from datetime import date
 from pathlib import Path
 
-from workflow.definition import Definition
-from workflow.errors import UnknownDefinition
-from workflow.loader import load_file
+from workflow.definition import Definition, MigrationPlan
+from workflow.errors import DefinitionError, UnknownDefinition
+from workflow.loader import check_migrations, load_file
 from workflow.machine import CaseMachine
 
 
@@ -20,6 +20,12 @@ class Registry:
                 raise ValueError(f"definition {d.ref} loaded twice")
             self._defs[(d.key, d.version)] = d
             self._machines[(d.key, d.version)] = CaseMachine(d)
+        problems = check_migrations(definitions)
+        if problems:
+            raise DefinitionError(
+                "invalid migration plans:\n" + "\n".join(map(str, problems)),
+                errors=[str(p) for p in problems],
+            )
 
     @classmethod
     def from_directory(cls, path: str | Path) -> Registry:
@@ -54,3 +60,16 @@ class Registry:
                 f"no version of {key!r} is in force on {day.isoformat()}", key=key
             )
         return candidates[-1]
+
+    def migration_plan(self, key: str, from_version: int, to_version: int) -> MigrationPlan:
+        """The plan, declared in version ``to_version``, for cases of ``from_version``."""
+        target = self.get(key, to_version)
+        self.get(key, from_version)
+        plan = target.migrations.get(f"{key}@{from_version}")
+        if plan is None:
+            raise UnknownDefinition(
+                f"{target.ref} declares no migration from {key}@{from_version}",
+                key=key,
+                version=to_version,
+            )
+        return plan

@@ -26,7 +26,7 @@ from sqlalchemy.orm.exc import StaleDataError
 from workflow import audit, deadlines, units
 from workflow.actors import Actor
 from workflow.calendar import WorkingCalendar, business_date
-from workflow.definition import Action, DeadlineSpec, Definition, Transition
+from workflow.definition import Action, DeadlineSpec, Definition, Notification, Transition
 from workflow.errors import (
     DocumentNotFound,
     GuardFailed,
@@ -49,6 +49,7 @@ from workflow.model import (
     ActivityRecord,
     AuditEvent,
     Case,
+    CaseCustody,
     Deadline,
     Document,
     IdempotencyRecord,
@@ -413,35 +414,59 @@ class CaseService:
 
     @staticmethod
     def _outbox(
-        uow: UnitOfWork, action: Action, case: Case, event: AuditEvent, now: datetime
+        uow: UnitOfWork,
+        action: Action,
+        case: Case,
+        event: AuditEvent,
+        now: datetime,
+        previous: tuple[str, str] | None = None,
     ) -> None:
+        """The action's notifications, in the same transaction; after a hand-over the agencies
+        of the sending commune (``previous``: unit, province) are told as well."""
+        places = [(case.unit_code, case.province_code)] + ([previous] if previous else [])
         for n in action.notify:
-            uow.session.add(
-                OutboxMessage(
-                    id=str(uuid.uuid4()),
-                    case_id=case.id,
-                    audit_seq=event.seq,
-                    topic=n.template,
-                    recipients={
-                        "agency_types": list(n.agencies),
-                        "unit_code": case.unit_code,
-                        "province_code": case.province_code,
-                    },
-                    payload={
-                        "case_id": case.id,
-                        "case_number": case.number,
-                        "action": action.key,
-                        "from_state": event.from_state,
-                        "to_state": event.to_state,
-                        "definition": event.definition,
-                        "at": now.isoformat(),
-                    },
-                    status="pending",
-                    attempts=0,
-                    created_at=now,
-                    available_at=now,
+            for unit_code, province_code in places:
+                CaseService._outbox_message(
+                    uow, n, action.key, case, event, now, unit_code, province_code
                 )
+
+    @staticmethod
+    def _outbox_message(
+        uow: UnitOfWork,
+        n: Notification,
+        action: str,
+        case: Case,
+        event: AuditEvent,
+        now: datetime,
+        unit_code: str,
+        province_code: str,
+    ) -> None:
+        uow.session.add(
+            OutboxMessage(
+                id=str(uuid.uuid4()),
+                case_id=case.id,
+                audit_seq=event.seq,
+                topic=n.template,
+                recipients={
+                    "agency_types": list(n.agencies),
+                    "unit_code": unit_code,
+                    "province_code": province_code,
+                },
+                payload={
+                    "case_id": case.id,
+                    "case_number": case.number,
+                    "action": action,
+                    "from_state": event.from_state,
+                    "to_state": event.to_state,
+                    "definition": event.definition,
+                    "at": now.isoformat(),
+                },
+                status="pending",
+                attempts=0,
+                created_at=now,
+                available_at=now,
             )
+        )
 
     # -- deadlines ---------------------------------------------------------------------
     def _apply_deadlines(
@@ -717,6 +742,7 @@ class CaseService:
             if not self.registry.machine(d).fire(token, t.key, check):
                 raise self._refusal(t.key, token.refusals)
             form = holder["form"]
+            moving_to = self._transfer_target(t, case, form, today, lang)
             from_state, dest = case.state, d.states[token.state]
             case.state, case.group = dest.key, dest.group
             case.state_entered_at = case.updated_at = now
@@ -735,8 +761,10 @@ class CaseService:
                 to_state=dest.key,
                 data={k: _json_value(v) for k, v in form.items()},
                 documents=self._used_documents(t, docs),
+                extra=self._transfer_extra(case, moving_to),
             )
-            self._outbox(uow, t, case, event, now)
+            previous = self._hand_over(uow, case, moving_to, event, now)
+            self._outbox(uow, t, case, event, now, previous)
             self._flush(uow, case.id)
             result = CommandResult(
                 case.id,
@@ -749,6 +777,79 @@ class CaseService:
             )
             self._remember(uow, actor, idempotency_key, request, result, now)
             return self._commit(uow, case.id, actor, idempotency_key, request) or result
+
+    # -- change of residence ---------------------------------------------------------
+    def _transfer_target(
+        self, action: Action, case: Case, form: dict, today: date, lang: str
+    ) -> str | None:
+        """The commune the action hands the case to (``effects.transfer_to``), checked."""
+        expr = action.effects.transfer_to
+        if expr is None:
+            return None
+        d = self.definition_of(case)
+        target = evaluate(expr, self._context(d, case, form, today))
+        name = str(expr["field"]).split(".", 1)[1]
+        en = lang == "en"
+        if not target or not units.is_commune(str(target)):
+            msg = "not a commune code" if en else "không phải mã xã, phường, đặc khu"
+            raise ValidationFailed(f"{name}: {msg}", errors={name: [msg]})
+        if str(target) == case.unit_code:
+            msg = (
+                "the case is already held by this commune"
+                if en
+                else "hồ sơ đang do chính xã, phường này quản lý"
+            )
+            raise ValidationFailed(f"{name}: {msg}", errors={name: [msg]})
+        return str(target)
+
+    @staticmethod
+    def _transfer_extra(case: Case, target: str | None) -> dict | None:
+        if target is None:
+            return None
+        unit = units.get(target)
+        return {
+            "transfer": {
+                "from_unit": case.unit_code,
+                "from_province": case.province_code,
+                "to_unit": target,
+                "to_province": unit.province_code if unit else None,
+            }
+        }
+
+    @staticmethod
+    def _hand_over(
+        uow: UnitOfWork, case: Case, target: str | None, event: AuditEvent, now: datetime
+    ) -> tuple[str, str] | None:
+        """Move the case to ``target``: the sending commune keeps read access to the history
+        up to this event (a custody row); deadlines continue. Returns the sending place."""
+        if target is None:
+            return None
+        previous = (case.unit_code, case.province_code)
+        uow.session.add(
+            CaseCustody(
+                case_id=case.id,
+                unit_code=case.unit_code,
+                province_code=case.province_code,
+                until_at=now,
+                until_seq=event.seq,
+            )
+        )
+        unit = units.get(target)
+        case.unit_code = target
+        case.province_code = unit.province_code if unit else case.province_code
+        case.subject.unit_code = target
+        return previous
+
+    def _former_custody(self, uow: UnitOfWork, case_id: int, actor: Actor) -> CaseCustody | None:
+        """The latest hand-over by which the actor's agency held the case (None: never)."""
+        if actor.is_system or not actor.units:
+            return None
+        return uow.session.execute(
+            select(CaseCustody)
+            .where(CaseCustody.case_id == case_id, CaseCustody.unit_code.in_(actor.units))
+            .order_by(CaseCustody.until_seq.desc())
+            .limit(1)
+        ).scalar_one_or_none()
 
     @staticmethod
     def _authorise(actor: Actor, action: Action) -> None:
@@ -817,6 +918,7 @@ class CaseService:
             form, reasons = self._evaluate(d, act, case, docs, data, today, lang)
             if reasons:
                 raise self._refusal(act.key, reasons)
+            moving_to = self._transfer_target(act, case, form, today, lang)
             self._set_fields(d, act, case, form, today)
             self._apply_deadlines(uow, d, act, case, form, now, terminal=False)
             case.updated_at = now
@@ -833,7 +935,9 @@ class CaseService:
                 to_state=case.state,
                 data=clean,
                 documents=self._used_documents(act, docs),
+                extra=self._transfer_extra(case, moving_to),
             )
+            previous = self._hand_over(uow, case, moving_to, event, now)
             uow.session.add(
                 ActivityRecord(
                     case_id=case.id,
@@ -844,7 +948,7 @@ class CaseService:
                     audit_seq=event.seq,
                 )
             )
-            self._outbox(uow, act, case, event, now)
+            self._outbox(uow, act, case, event, now, previous)
             self._flush(uow, case.id)
             result = CommandResult(
                 case.id,
@@ -1161,12 +1265,39 @@ class CaseService:
                 stmt = stmt.where(AccessLog.case_id == case_id)
             return list(uow.session.execute(stmt).scalars())
 
-    def events(self, case_id: int, actor: Actor) -> list[AuditEvent]:
+    def events(self, case_id: int, actor: Actor, now: datetime | None = None) -> list[AuditEvent]:
+        """The audit of a case. A commune that handed the case over sees its history up to
+        the hand-over (read-only); the read is then recorded in the access log."""
+        with self.uow(read_only=now is None) as uow:
+            stmt = select(AuditEvent).where(AuditEvent.case_id == case_id)
+            try:
+                self._visible_case(uow, case_id, actor, lock=False)
+            except OutOfJurisdiction:
+                custody = self._former_custody(uow, case_id, actor)
+                if custody is None:
+                    raise
+                stmt = stmt.where(AuditEvent.seq <= custody.until_seq)
+            rows = list(uow.session.execute(stmt.order_by(AuditEvent.seq)).scalars())
+            if now is not None and actor.user_id is not None:
+                uow.session.add(
+                    AccessLog(at=now, user_id=actor.user_id, case_id=case_id, action="case.history")
+                )
+                uow.commit()
+            return rows
+
+    def custody(self, case_id: int, actor: Actor) -> list[CaseCustody]:
+        """The communes that held the case before (oldest first), for those who may see it."""
         with self.uow(read_only=True) as uow:
-            self._visible_case(uow, case_id, actor, lock=False)
+            try:
+                self._visible_case(uow, case_id, actor, lock=False)
+            except OutOfJurisdiction:
+                if self._former_custody(uow, case_id, actor) is None:
+                    raise
             return list(
                 uow.session.execute(
-                    select(AuditEvent).where(AuditEvent.case_id == case_id).order_by(AuditEvent.seq)
+                    select(CaseCustody)
+                    .where(CaseCustody.case_id == case_id)
+                    .order_by(CaseCustody.until_seq)
                 ).scalars()
             )
 

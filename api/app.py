@@ -16,7 +16,7 @@ from flask_smorest.utils import prepare_response
 from sqlalchemy import text
 from werkzeug.routing import IntegerConverter
 
-from api import problems
+from api import problems, web
 from api.schemas import MAX_ID
 from workflow.accounts import Accounts
 from workflow.bootstrap import bootstrap
@@ -132,6 +132,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     for blp in (cases.blp, definitions.blp, inbox.blp, admin.blp, reports.blp):
         api.register_blueprint(blp)
     problems.register(app)
+    web.register(app)  # the staff pages at / (api/web)
 
     @app.before_request
     def _authenticate() -> Response | None:

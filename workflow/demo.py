@@ -8,10 +8,12 @@ one has documents, deadlines and a verifiable audit history.
 from __future__ import annotations
 
 import contextlib
+import functools
 import random
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
+from argon2 import PasswordHasher
 from sqlalchemy import func, select
 from tqdm import tqdm
 
@@ -24,6 +26,8 @@ from workflow.service import SubjectData
 from workflow.simulate import fake_pdf, fill_form, path_to
 
 DEMO_COMMUNE = "17662"  # Xã Đô Lương, tỉnh Nghệ An (vietnam-provinces)
+# every demo user signs in to the web pages with this password (printed by scripts/start.sh)
+DEMO_PASSWORD = "demo-rehabflow-2026"  # noqa: S105 - a documented demo credential
 FAMILY = ("Nguyễn", "Trần", "Lê", "Phạm", "Hoàng", "Phan", "Vũ", "Đặng", "Bùi", "Đỗ", "Hồ")
 MIDDLE_M = ("Văn", "Đức", "Hữu", "Minh", "Quang", "Xuân")
 MIDDLE_F = ("Thị", "Thu", "Ngọc", "Thanh")
@@ -47,6 +51,13 @@ NAMES = {  # how the agency of each type is called for the demo commune
 
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+@functools.cache
+def _demo_password_hash() -> str:
+    """One argon2 hash (the parameters of workflow.accounts) shared by every demo user: the
+    same known password, hashed once (each hash costs a noticeable fraction of a second)."""
+    return PasswordHasher().hash(DEMO_PASSWORD)
 
 
 def ensure_directory(services: Any, definition: Definition) -> dict[tuple[str, str], Actor]:
@@ -97,6 +108,9 @@ def ensure_directory(services: Any, definition: Definition) -> dict[tuple[str, s
                         is_admin=(code, role) == ("commune_pc", "head"),
                     )
                     session.add(user)
+                    session.flush()
+                if user.password_hash is None:
+                    user.password_hash = _demo_password_hash()
                     session.flush()
                 session.refresh(user)
                 actors[(code, role)] = actor_from_user(user)

@@ -10,6 +10,7 @@ from typing import Any
 
 from sqlalchemy import and_, exists, or_, select
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.elements import ColumnElement
 
 from workflow.actors import Actor
 from workflow.errors import ValidationFailed
@@ -43,6 +44,17 @@ def decode_cursor(cursor: str) -> int:
         raise ValidationFailed("invalid cursor", errors={"cursor": ["invalid cursor"]}) from None
 
 
+def visible_to(actor: Actor, routed_states: frozenset[str]) -> ColumnElement[bool]:
+    """The cases a (non-system) actor may see, as a WHERE clause on ``Case``."""
+    # the communes the agency covers: all their cases; a whole province: the cases routed
+    # to the agency (their state concerns it, or it has acted on them)
+    acted = exists().where(AuditEvent.case_id == Case.id, AuditEvent.agency_id == actor.agency_id)
+    return or_(
+        Case.unit_code.in_(actor.units),
+        and_(Case.province_code.in_(actor.units), or_(Case.state.in_(routed_states), acted)),
+    )
+
+
 def list_cases(
     session: Session,
     actor: Actor,
@@ -59,19 +71,7 @@ def list_cases(
         raise ValidationFailed("invalid limit", errors={"limit": [f"1 to {MAX_LIMIT}"]})
     stmt = select(Case).join(Subject, Subject.id == Case.subject_id)
     if not actor.is_system:
-        # the communes the agency covers: all their cases; a whole province: the cases routed
-        # to the agency (their state concerns it, or it has acted on them)
-        acted = exists().where(
-            AuditEvent.case_id == Case.id, AuditEvent.agency_id == actor.agency_id
-        )
-        stmt = stmt.where(
-            or_(
-                Case.unit_code.in_(actor.units),
-                and_(
-                    Case.province_code.in_(actor.units), or_(Case.state.in_(routed_states), acted)
-                ),
-            )
-        )
+        stmt = stmt.where(visible_to(actor, routed_states))
     if f.state:
         stmt = stmt.where(Case.state == f.state)
     if f.group:

@@ -1,0 +1,471 @@
+"""The case page and its forms: transitions, activities, uploads, revocations; a new case.
+
+Views translate form posts to :class:`~workflow.service.CaseService` calls and its answers to
+pages: a success redirects (303) to the case page; a refusal re-renders the case page (422, or
+409 when the case changed meanwhile) with the errors next to the form and the typed values kept.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import re
+import uuid
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Any
+
+import filetype
+from flask import Response, flash, render_template, request, send_file, url_for
+from flask import redirect as flask_redirect
+from flask_babel import gettext as _
+from markupsafe import Markup
+
+from api import context as ctx
+from api.web.auth import worklist
+from api.web.blueprint import bp
+from api.web.errors import document_error, friendly, translate
+from api.web.formspec import Widget, coerce, commune_choices, display_value, parse_date, widgets
+from api.web.i18n import current_lang, labels
+from workflow import diagram
+from workflow.calendar import business_date
+from workflow.definition import Action, Definition, Transition
+from workflow.errors import (
+    GuardFailed,
+    InvalidDocument,
+    MissingDocuments,
+    StaleCase,
+    TransitionNotAvailable,
+    TransitionRefused,
+    UnknownDefinition,
+    ValidationFailed,
+)
+from workflow.service import SubjectData
+
+REFUSALS = (ValidationFailed, MissingDocuments, GuardFailed, TransitionRefused)
+STYLE_RE = re.compile(r"<style>.*?</style>", re.S)
+
+
+def redirect(location: str) -> Response:
+    return flask_redirect(location, code=303)
+
+
+# --------------------------------------------------------------------------- view models
+@dataclass
+class DocCheck:
+    """One required document of a form: ticked when an unrevoked one is attached."""
+
+    codes: tuple[str, ...]
+    labels: list[str]
+    attached: bool
+
+    @property
+    def choices(self) -> list[tuple[str, str]]:
+        return list(zip(self.codes, self.labels))
+
+
+@dataclass
+class ActionForm:
+    """A transition or activity form of the case page."""
+
+    kind: str  # transition | activity
+    key: str
+    label: str
+    anchor: str
+    widgets: list[Widget]
+    documents: list[DocCheck]
+    dest: str | None = None
+    blocked_by_guards: list[str] = field(default_factory=list)
+    values: dict[str, str] = field(default_factory=dict)
+    errors: dict[str, list[str]] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)  # refusals of the last submission
+
+    @property
+    def missing(self) -> list[DocCheck]:
+        return [c for c in self.documents if not c.attached]
+
+
+@dataclass
+class Submitted:
+    """What a refused post left to show on the re-rendered page."""
+
+    form: str = ""  # anchor of the form it came from
+    values: dict[str, str] = field(default_factory=dict)
+    errors: dict[str, list[str]] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
+    notice: str | None = None
+
+
+def _doc_labels(codes: Any, d: Definition) -> str:
+    """'A' or 'A hoặc B' for a missing document (a code or a list of alternatives)."""
+    L = labels()
+    if isinstance(codes, str):
+        return L.document(codes, d)
+    return _(" or ").join(L.document(c, d) for c in codes)
+
+
+def problems_of(exc: Exception, d: Definition) -> list[str]:
+    """The refusal of a transition or activity in the page's language: missing documents
+    named, unmet guards with the definition's message."""
+    details: dict[str, Any] = getattr(exc, "details", {})
+    out = []
+    missing = details.get("missing_documents") or []
+    if missing:
+        out.append(
+            _(
+                "Missing required documents: %(documents)s.",
+                documents="; ".join(_doc_labels(m, d) for m in missing),
+            )
+        )
+    for g in details.get("unmet_guards") or []:
+        out.append(g.get("message") or g.get("key"))
+    if details.get("errors"):
+        out.append(_("Some fields are not valid; see below."))
+    return out
+
+
+def _checks(action: Action, present: set[str], d: Definition) -> list[DocCheck]:
+    L = labels()
+    return [
+        DocCheck(
+            req.any_of,
+            [L.document(c, d) for c in req.any_of],
+            bool(present.intersection(req.any_of)),
+        )
+        for req in action.documents
+    ]
+
+
+def _forms(details: dict[str, Any], d: Definition, sub: Submitted) -> tuple[list, list]:
+    lang = current_lang()
+    L = labels()
+    present = {doc["type"] for doc in details["documents"] if not doc["revoked"]}
+    transitions = []
+    for a in details["available_transitions"]:
+        t = d.transitions[a["key"]]
+        guard_msgs = {g.key: g.message.get(lang) for g in t.guards}
+        form = ActionForm(
+            "transition",
+            t.key,
+            L.transition(t.key, d),
+            f"t-{t.key}",
+            widgets(d, t, lang),
+            _checks(t, present, d),
+            dest=L.state(t.dest, d),
+            blocked_by_guards=[guard_msgs.get(k, k) for k in a["unmet_guards"]],
+        )
+        transitions.append(form)
+    activities = []
+    for key in details["available_activities"]:
+        act = d.activities[key]
+        activities.append(
+            ActionForm(
+                "activity",
+                key,
+                L.activity(key, d),
+                f"a-{key}",
+                widgets(d, act, lang),
+                _checks(act, present, d),
+            )
+        )
+    for form in transitions + activities:
+        if form.anchor == sub.form:
+            form.values, form.errors, form.problems = sub.values, sub.errors, sub.problems
+    return transitions, activities
+
+
+def _diagram(d: Definition, state: str) -> Markup:
+    svg = diagram.render(d, "svg", highlight=state, lang=current_lang())
+    # the page's Content-Security-Policy allows no inline <style>; app.css has the rule
+    return Markup(STYLE_RE.sub("", svg))  # noqa: S704 - our own renderer escapes its text
+
+
+def _field_values(details: dict[str, Any], d: Definition) -> list[tuple[str, str]]:
+    lang = current_lang()
+    out = []
+    for name, value in details["fields"].items():
+        spec = d.case_fields.get(name)
+        label = spec.label.get(lang) if spec else name
+        if name == "closure_reason" and isinstance(value, str):
+            value = value.replace("_", " ")
+        out.append((label, display_value(None, value, lang)))
+    return out
+
+
+def render_case(case_id: int, sub: Submitted | None = None, status: int = 200) -> Any:
+    sub = sub or Submitted()
+    actor, now = ctx.actor(), ctx.now()
+    details = ctx.services().cases.get_case(case_id, actor, now)
+    registry = ctx.services().registry
+    d = registry.get(details["definition"]["key"], details["definition"]["version"])
+    transitions, activities = _forms(details, d, sub)
+    timeline = list(reversed(worklist().timeline(case_id, actor)))
+    page = render_template(
+        "web/case.html",
+        c=details,
+        d=d,
+        transitions=transitions,
+        activities=activities,
+        timeline=timeline,
+        timeline_text=timeline_text,
+        diagram=_diagram(d, details["state"]),
+        case_fields=_field_values(details, d),
+        sub=sub,
+        idem=uuid.uuid4().hex,
+        doc_types=[(code, labels().document(code, d)) for code in d.document_types],
+        registry=registry,
+        communes=commune_choices(frozenset({details["province_code"]})),
+    )
+    return page, status
+
+
+def timeline_text(entry: Any, registry: Any) -> str:
+    """What happened, in words, from an audit event."""
+    L = labels()
+    d = _definition_of_event(entry, registry)
+    action = entry.action
+    kind, _sep, key = action.partition(":")
+    if kind == "transition":
+        return L.transition(key, d)
+    if kind == "activity":
+        return L.activity(key, d)
+    docs = ", ".join(L.document(x.get("type", ""), d) for x in entry.documents)
+    deadline = L.deadline(entry.extra.get("deadline", ""), d)
+    texts = {
+        "case.opened": _("Case opened"),
+        "document.attached": _("Document attached: %(documents)s", documents=docs),
+        "document.revoked": _("Document revoked: %(documents)s", documents=docs),
+        "deadline.reminder": _("Reminder: %(deadline)s", deadline=deadline),
+        "deadline.escalated": _("Deadline escalated: %(deadline)s", deadline=deadline),
+    }
+    return texts.get(action, action)
+
+
+def _definition_of_event(entry: Any, registry: Any) -> Definition | None:
+    ref = getattr(entry, "definition", None)
+    if not ref or "@" not in ref:
+        return None
+    key, _sep, version = ref.partition("@")
+    try:
+        return registry.get(key, int(version))
+    except Exception:  # noqa: BLE001 - an unknown version only loses its labels
+        return None
+
+
+# --------------------------------------------------------------------------- case page
+@bp.route("/cases/<int:case_id>")
+def case_page(case_id: int) -> Any:
+    return render_case(case_id)
+
+
+def _posted() -> dict[str, str]:
+    skip = {"csrf_token", "version", "idem"}
+    return {k: v for k, v in request.form.items() if k not in skip}
+
+
+def _expected_version() -> int | None:
+    raw = request.form.get("version", "")
+    return int(raw) if raw.isdigit() else None
+
+
+def _idempotency_key() -> str | None:
+    raw = request.form.get("idem", "")
+    return f"web-{raw}" if re.fullmatch(r"[0-9a-f]{32}", raw) else None
+
+
+def _form_command(case_id: int, kind: str, key: str) -> Any:
+    svc = ctx.services().cases
+    actor, now, lang = ctx.actor(), ctx.now(), current_lang()
+    d = worklist().definition_for(case_id, actor)
+    action = (d.transitions if kind == "transition" else d.activities).get(key)
+    posted = _posted()
+    data, local = coerce(action, posted) if action is not None else ({}, {})
+    command = svc.advance if kind == "transition" else svc.record_activity
+    anchor = f"{'t' if kind == 'transition' else 'a'}-{key}"
+    try:
+        result = command(
+            case_id,
+            key,
+            data,
+            actor,
+            now,
+            expected_version=_expected_version(),
+            idempotency_key=_idempotency_key(),
+            lang=lang,
+        )
+    except REFUSALS as exc:
+        errors = dict(exc.details.get("errors") or {}) | local
+        sub = Submitted(anchor, posted, errors, problems_of(exc, d))
+        return render_case(case_id, sub, 422)
+    except (StaleCase, TransitionNotAvailable) as exc:
+        status, _title, message = friendly(exc)
+        return render_case(case_id, Submitted(anchor, posted, notice=message), status)
+    L = labels()
+    if kind == "transition" and isinstance(action, Transition):
+        flash(
+            _(
+                "Done: %(action)s. The case is now: %(state)s.",
+                action=L.transition(key, d),
+                state=L.state(result.state, d),
+            ),
+            "success",
+        )
+    else:
+        flash(_("Recorded: %(action)s.", action=L.activity(key, d)), "success")
+    return redirect(url_for("web.case_page", case_id=case_id) + "#timeline")
+
+
+@bp.route("/cases/<int:case_id>/transitions/<key>", methods=["POST"])
+def fire_transition(case_id: int, key: str) -> Any:
+    return _form_command(case_id, "transition", key)
+
+
+@bp.route("/cases/<int:case_id>/activities/<key>", methods=["POST"])
+def record_activity(case_id: int, key: str) -> Any:
+    return _form_command(case_id, "activity", key)
+
+
+# --------------------------------------------------------------------------- documents
+def _back_to(case_id: int) -> str:
+    """The case page at the form the upload came from (its transition or activity)."""
+    anchor = request.form.get("form", "").split("--", 1)[0]
+    anchor = anchor if re.fullmatch(r"[a-z0-9_-]{1,80}", anchor) else "documents"
+    return url_for("web.case_page", case_id=case_id) + f"#{anchor}"
+
+
+@bp.route("/cases/<int:case_id>/documents", methods=["POST"])
+def upload_document(case_id: int) -> Any:
+    form_id = request.form.get("form", "documents")
+    doc_type = request.form.get("type", "")
+    upload = request.files.get("file")
+    content = upload.read() if upload is not None else b""
+    kept = {"type": doc_type, "note": request.form.get("note", "")}
+    if not content:
+        sub = Submitted(f"upload:{form_id}", kept, {"file": [_("Choose a file to upload.")]})
+        return render_case(case_id, sub, 422)
+    kind = filetype.guess(content[:8192])
+    try:
+        doc = ctx.services().cases.attach_document(
+            case_id,
+            doc_type,
+            content,
+            ctx.actor(),
+            ctx.now(),
+            filename=((upload.filename if upload else None) or "file")[:255],
+            media_type=kind.mime if kind else "application/octet-stream",
+            note=request.form.get("note") or None,
+        )
+    except InvalidDocument as exc:
+        sub = Submitted(f"upload:{form_id}", kept, {"file": [document_error(exc)]})
+        return render_case(case_id, sub, 422)
+    d = worklist().definition_for(case_id, ctx.actor())
+    flash(_("Uploaded: %(document)s.", document=labels().document(doc.type, d)), "success")
+    return redirect(_back_to(case_id))
+
+
+@bp.route("/cases/<int:case_id>/documents/<int:doc_id>")
+def download_document(case_id: int, doc_id: int) -> Response:
+    doc, content = ctx.services().cases.read_document(case_id, doc_id, ctx.actor(), ctx.now())
+    resp = send_file(
+        io.BytesIO(content),
+        mimetype=doc.media_type,
+        as_attachment=True,
+        download_name=doc.filename or f"document-{doc.id}",
+    )
+    resp.headers["X-Content-SHA256"] = doc.sha256
+    return resp
+
+
+@bp.route("/cases/<int:case_id>/documents/<int:doc_id>/revoke", methods=["POST"])
+def revoke_document(case_id: int, doc_id: int) -> Any:
+    reason = request.form.get("reason", "").strip()
+    form = f"revoke-{doc_id}"
+    if not reason:
+        errors = {"reason": [_("Give the reason for revoking the document.")]}
+        return render_case(case_id, Submitted(form, {"reason": ""}, errors), 422)
+    if len(reason) > 1000:
+        errors = {"reason": [_("At most 1000 characters.")]}
+        return render_case(case_id, Submitted(form, {"reason": reason}, errors), 422)
+    doc = ctx.services().cases.revoke_document(case_id, doc_id, reason, ctx.actor(), ctx.now())
+    d = worklist().definition_for(case_id, ctx.actor())
+    flash(_("Revoked: %(document)s.", document=labels().document(doc.type, d)), "success")
+    return redirect(url_for("web.case_page", case_id=case_id) + "#documents")
+
+
+# --------------------------------------------------------------------------- new case
+SUBJECT_FIELDS = ("full_name", "date_of_birth", "sex", "national_id", "address", "unit_code")
+
+
+def _new_case_page(values: dict[str, str], errors: dict[str, list[str]], status: int) -> Any:
+    registry = ctx.services().registry
+    today = business_date(ctx.now())
+    actor = ctx.actor()
+    definitions = []
+    for key in registry.keys():  # noqa: SIM118 - Registry is not a mapping
+        # a process with no version in force today is not offered
+        with contextlib.suppress(UnknownDefinition):
+            definitions.append(registry.in_force(key, today))
+    chosen = next(
+        (d for d in definitions if d.key == values.get("definition")),
+        definitions[0] if definitions else None,
+    )
+    opening = widgets(chosen, chosen.opening, current_lang()) if chosen and chosen.opening else []
+    page = render_template(
+        "web/case_new.html",
+        values=values,
+        errors=errors,
+        definitions=definitions,
+        chosen=chosen,
+        opening=opening,
+        communes=commune_choices(actor.units),
+        idem=values.get("idem") or uuid.uuid4().hex,
+        sexes=[("male", _("Male")), ("female", _("Female")), ("other", _("Other"))],
+    )
+    return page, status
+
+
+@bp.route("/cases/new", methods=["GET", "POST"])
+def new_case() -> Any:
+    if request.method == "GET":
+        return _new_case_page({}, {}, 200)
+    values = {k: v for k, v in request.form.items() if k != "csrf_token"}
+    errors: dict[str, list[str]] = {}
+    born: date | None = None
+    raw_born = values.get("date_of_birth", "").strip()
+    if raw_born:
+        born = parse_date(raw_born)
+        if born is None:
+            errors["date_of_birth"] = [_("Enter a date as dd/mm/yyyy, e.g. 25/11/2026.")]
+    sex = values.get("sex") or None
+    if errors:
+        return _new_case_page(values, errors, 422)
+    registry = ctx.services().registry
+    key = values.get("definition") or "drug_rehab"
+    d = registry.in_force(key, business_date(ctx.now()))
+    data, local = coerce(d.opening, values) if d.opening else ({}, {})
+    if local:
+        return _new_case_page(values, local, 422)
+    try:
+        result = ctx.services().cases.open_case(
+            SubjectData(
+                full_name=values.get("full_name", ""),
+                unit_code=values.get("unit_code", ""),
+                date_of_birth=born,
+                sex=sex,
+                national_id=(values.get("national_id") or "").strip() or None,
+                address=(values.get("address") or "").strip() or None,
+            ),
+            ctx.actor(),
+            ctx.now(),
+            definition_key=key,
+            data=data,
+            idempotency_key=_idempotency_key(),
+            lang=current_lang(),
+        )
+    except ValidationFailed as exc:
+        raw = exc.details.get("errors") or {}
+        errors = {k: [translate(m) for m in v] for k, v in (raw.get("subject") or {}).items()}
+        errors |= {k: v for k, v in raw.items() if k != "subject"}
+        return _new_case_page(values, errors, 422)
+    flash(_("Case %(number)s opened.", number=result.number), "success")
+    return redirect(url_for("web.case_page", case_id=result.case_id))

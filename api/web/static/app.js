@@ -1,0 +1,11 @@
+// Progressive enhancement only: every page works without it.
+// After a refused form, bring its error summary into view and give it the focus,
+// so keyboard and screen-reader users land on what to fix.
+document.addEventListener("DOMContentLoaded", function () {
+  var summary = document.querySelector("[data-focus-first]");
+  if (summary) {
+    summary.setAttribute("tabindex", "-1");
+    summary.scrollIntoView({ block: "start" });
+    summary.focus({ preventScroll: true });
+  }
+});

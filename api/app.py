@@ -127,9 +127,9 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     )
     api.spec.components.security_scheme("bearer", {"type": "http", "scheme": "bearer"})
     api.spec.options["security"] = [{"bearer": []}]
-    from api import admin, cases, definitions, inbox, reports
+    from api import admin, cases, definitions, inbox, migrations, reports
 
-    for blp in (cases.blp, definitions.blp, inbox.blp, admin.blp, reports.blp):
+    for blp in (cases.blp, definitions.blp, inbox.blp, admin.blp, reports.blp, migrations.blp):
         api.register_blueprint(blp)
     problems.register(app)
     web.register(app)  # the staff pages at / (api/web)

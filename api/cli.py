@@ -10,6 +10,7 @@ import sys
 import click
 
 import workers.cli  # noqa: F401 - registers sweep, worker and outbox commands
+import workflow.cli_cases  # noqa: F401 - registers cases migrate
 from workflow.cli import main
 
 

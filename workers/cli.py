@@ -49,12 +49,12 @@ def sweep(now_text: str | None, inline: bool) -> None:
     services = _services()
     now = _parse_now(now_text)
     enqueue = inline_enqueue(services, now) if inline else rq_enqueue(_queue(services))
-    report, relayed, requeued, reminders = run_sweep(services, enqueue, now)
+    report, relayed, requeued, reminders, migrated = run_sweep(services, enqueue, now)
     if inline:
         enqueue.flush()
     click.echo(
         f"{report}; outbox relayed: {relayed}; deliveries re-queued: {requeued}; "
-        f"calendar reminders: {reminders}"
+        f"calendar reminders: {reminders}; cases migrated (queued runs): {migrated}"
     )
 
 

@@ -11,6 +11,7 @@ from workers import relay as relay_module
 from workers import reporting
 from workers.delivery import deliver
 from workflow.bootstrap import Services
+from workflow.migration import run_queued
 from workflow.sweep import SweepReport, sweep_deadlines
 
 log = logging.getLogger(__name__)
@@ -54,13 +55,15 @@ def inline_enqueue(services: Services, now: datetime) -> relay_module.Enqueue:
 
 def run_sweep(
     services: Services, enqueue: relay_module.Enqueue, now: datetime
-) -> tuple[SweepReport, int, int, int]:
-    """Deadlines, then the outbox relay, retries and the reporting calendar."""
+) -> tuple[SweepReport, int, int, int, int]:
+    """Queued case migrations (a bounded slice), deadlines, then the outbox relay, retries and
+    the reporting calendar."""
+    migrated = run_queued(services.cases, lambda: now)
     report = sweep_deadlines(services.cases, now)
     relayed = relay_module.relay(services, enqueue, now)
     requeued = relay_module.requeue(services, enqueue, now)
     reminders = reporting.remind(services, now)
-    return report, relayed, requeued, reminders
+    return report, relayed, requeued, reminders, migrated
 
 
 def tick() -> str:
@@ -73,8 +76,13 @@ def tick() -> str:
     now = datetime.now(UTC)
     queue = Queue(job.origin, connection=job.connection)
     try:
-        report, relayed, requeued, reminders = run_sweep(services(), rq_enqueue(queue), now)
-        summary = f"{report}; relayed: {relayed}; requeued: {requeued}; calendar: {reminders}"
+        report, relayed, requeued, reminders, migrated = run_sweep(
+            services(), rq_enqueue(queue), now
+        )
+        summary = (
+            f"{report}; relayed: {relayed}; requeued: {requeued}; calendar: {reminders}; "
+            f"migrated: {migrated}"
+        )
     finally:
         schedule_tick(queue, now + timedelta(seconds=TICK_SECONDS))
     return summary

@@ -839,11 +839,11 @@ class _Parser:
                         f"must be one of {', '.join(DEADLINE_POLICIES)}",
                     )
                     continue
-                if policy == "recompute" and name not in deadlines:
+                if policy != "cancel" and name not in deadlines:
                     self.p.add(
                         line,
                         f"{path}.deadlines.{name}",
-                        f"cannot recompute {name!r}: this version has no such deadline",
+                        f"cannot {policy} {name!r}: this version has no such deadline",
                     )
                 policies[str(name)] = policy
             out[source] = MigrationPlan(

@@ -1,0 +1,186 @@
+"""The HTTP part of the benchmark: the app under gunicorn on loopback, and a bounded load.
+
+``Server`` starts ``gunicorn -w 2 'api.app:create_app()'`` on a free loopback port with the
+database given in ``DATABASE_URL`` and waits for ``/healthz``. ``load`` runs ``clients``
+threads for ``seconds``, each sending, one after the other, case reads
+(``GET /api/v1/cases/{id}``) and, with probability ``write_share``, transitions
+(``POST /api/v1/cases/{id}/transitions/{key}``, each on a case not used before), over
+``http.client`` with a new connection per request (gunicorn's sync workers close it anyway).
+The client threads share one process; at these rates they spend most of their time waiting.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import random
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    def __init__(self, database_url: str, data_dir: Path, workers: int = 2) -> None:
+        self.port = free_port()
+        self.database_url = database_url
+        self.data_dir = data_dir
+        self.workers = workers
+        self.proc: subprocess.Popen | None = None
+
+    def __enter__(self) -> Server:
+        env = dict(os.environ)
+        env.update(DATABASE_URL=self.database_url, REHABFLOW_DATA_DIR=str(self.data_dir))
+        gunicorn = Path(sys.executable).with_name("gunicorn")
+        self.log = open(self.data_dir / "gunicorn.log", "w")  # noqa: SIM115
+        self.proc = subprocess.Popen(  # noqa: S603 - our own command line
+            [
+                str(gunicorn),
+                "-w",
+                str(self.workers),
+                "-b",
+                f"127.0.0.1:{self.port}",
+                "--timeout",
+                "120",
+                "--backlog",
+                "256",
+                "api.app:create_app()",
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"gunicorn exited; see {self.data_dir / 'gunicorn.log'}")
+            try:
+                status, _ = request(self.port, "GET", "/healthz")
+                if status == 200:
+                    # every worker imports the app before it serves; warm both
+                    for _ in range(4):
+                        request(self.port, "GET", "/healthz")
+                    return self
+            except OSError:
+                pass
+            time.sleep(0.2)
+        raise RuntimeError("gunicorn did not answer within 90 s")
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        self.log.close()
+
+
+def request(
+    port: int, method: str, path: str, token: str | None = None, body: Any = None
+) -> tuple[int, bytes]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    data = None
+    if body is not None:
+        data = json.dumps(body).encode()
+        headers["Content-Type"] = "application/json"
+    try:
+        conn.request(method, path, body=data, headers=headers)
+        resp = conn.getresponse()
+        return resp.status, resp.read()
+    finally:
+        conn.close()
+
+
+@dataclass
+class Samples:
+    ok: dict[str, list[float]] = field(default_factory=dict)
+    errors: dict[str, int] = field(default_factory=dict)
+
+    def add(self, kind: str, seconds: float, status: int) -> None:
+        if 200 <= status < 300:
+            self.ok.setdefault(kind, []).append(seconds)
+        else:
+            key = f"{kind}:{status}"
+            self.errors[key] = self.errors.get(key, 0) + 1
+
+
+def load(
+    port: int,
+    token: str,
+    read_ids: list[int],
+    write_ids: Iterator[int],
+    transition: str,
+    form: dict[str, Any],
+    *,
+    clients: int = 16,
+    seconds: float = 20.0,
+    write_share: float = 0.2,
+    seed: int = 5,
+) -> tuple[Samples, float]:
+    """Run the mixed load; (samples by kind, wall seconds)."""
+    samples = Samples()
+    lock = threading.Lock()
+    ids_lock = threading.Lock()
+    stop = time.monotonic() + seconds
+
+    def client(n: int) -> None:
+        rng = random.Random(seed + n)
+        while time.monotonic() < stop:
+            write = rng.random() < write_share
+            if write:
+                with ids_lock:
+                    case_id = next(write_ids, None)
+                if case_id is None:
+                    write = False
+            if write:
+                kind, method = "transition", "POST"
+                path = f"/api/v1/cases/{case_id}/transitions/{transition}"
+                body: Any = {"data": form}
+            else:
+                kind, method, body = "read", "GET", None
+                path = f"/api/v1/cases/{rng.choice(read_ids)}"
+            t0 = time.perf_counter()
+            try:
+                status, _ = request(port, method, path, token, body)
+            except OSError:
+                status = 599
+            with lock:
+                samples.add(kind, time.perf_counter() - t0, status)
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
+    t0 = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return samples, time.perf_counter() - t0
+
+
+def timed_gets(port: int, token: str, paths: list[str]) -> tuple[list[float], dict[str, int]]:
+    """Each path once, sequentially; (latencies of the 200s, error counts by status)."""
+    out, errors = [], {}
+    for path in paths:
+        t0 = time.perf_counter()
+        status, _ = request(port, "GET", path, token)
+        if status == 200:
+            out.append(time.perf_counter() - t0)
+        else:
+            errors[str(status)] = errors.get(str(status), 0) + 1
+    return out, errors

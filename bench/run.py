@@ -1,0 +1,777 @@
+"""The benchmark: engine vs the raw-SQL floor and vs SpiffWorkflow, HTTP, sweep, report, list.
+
+    python -m bench.run [--quick] [--database-url URL] [--only SECTION ...]
+
+One process invocation runs every section and prints a table; the figures (with the machine)
+go to ``bench/results/<YYYY-MM-DD>.json`` (``--quick`` runs to ``<date>-quick.json``).
+
+Without ``--database-url`` it works in a private schema of the test PostgreSQL database
+(``REHABFLOW_BENCH_PG_URL``, default ``postgresql+psycopg://postgres@127.0.0.1:5432/test``),
+filled by ``bench.generate`` with ``--cases`` cases, and dropped at the end. With
+``--database-url`` (e.g. the million-case ``rehabflow_bench``) it uses that database as it is
+(filling it first only if it holds no case). Either way it adds, through the generator, the
+fresh cases it fires transitions on (``detected`` cases of the demo commune holding the
+``determination_request`` document); those stay behind in ``addiction_determination``.
+
+Concurrent clients are separate **processes** (no shared GIL), started before the clock and
+released together by a barrier; throughput = operations of all clients / the longest client's
+wall time. The HTTP load's 16 clients are threads of this process (they mostly wait on
+sockets). The SQLite part uses a temporary file database (WAL, as ``workflow.db`` sets it up).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import itertools
+import json
+import multiprocessing as mp
+import os
+import platform
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import event, func, insert, select, text
+from sqlalchemy.engine import Engine, make_url
+
+from bench import floor, spiff
+from bench import generate as gen
+from workflow.db import make_engine, make_session_factory
+from workflow.demo import DEMO_COMMUNE
+from workflow.registry import Registry
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = Path(__file__).resolve().parent / "results"
+PG_URL = os.environ.get(
+    "REHABFLOW_BENCH_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
+TRANSITION = floor.TRANSITION
+ACTOR = "commune_police.officer"
+SECTIONS = ("floor", "engine", "spiff", "embedded", "http", "sweep", "report", "list", "sql")
+
+
+@dataclass(frozen=True)
+class Plan:
+    quick: bool
+    seconds: float  # per throughput measurement
+    http_seconds: float
+    http_clients: int
+    base_cases: int  # cases generated when the database is empty (private schema: always)
+    sqlite_cases: int
+    sweep_reference: int  # open cases of the sweep's reference database
+    sweep_due: int
+    list_requests: int
+    variants: int  # template walks per state
+
+    @classmethod
+    def make(cls, quick: bool, cases: int | None) -> Plan:
+        if quick:
+            return cls(True, 1.5, 6.0, 16, cases or 3000, 500, 1000, 200, 40, 1)
+        return cls(False, 10.0, 20.0, 16, cases or 10_000, 5000, 10_000, 1000, 200, 4)
+
+
+def quantiles(xs: list[float]) -> dict[str, float | None]:
+    if not xs:
+        return {"n": 0, "p50_ms": None, "p99_ms": None}
+    xs = sorted(xs)
+    return {
+        "n": len(xs),
+        "p50_ms": round(xs[len(xs) // 2] * 1000, 2),
+        "p99_ms": round(xs[min(len(xs) - 1, int(len(xs) * 0.99))] * 1000, 2),
+    }
+
+
+def machine() -> dict[str, Any]:
+    info: dict[str, Any] = {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpus": os.cpu_count(),
+    }
+    try:
+        model = [
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ]
+        info["cpu"] = model[0] if model else platform.processor()
+        mem = Path("/proc/meminfo").read_text().splitlines()[0].split()[1]
+        info["memory_gb"] = round(int(mem) / 1024 / 1024, 1)
+        info["load_avg"] = list(os.getloadavg())
+    except OSError:
+        pass
+    return info
+
+
+# ------------------------------------------------------------------------------ databases
+@dataclass
+class Db:
+    url: str  # SQLAlchemy URL (with ?options=-csearch_path=... for a private schema)
+    engine: Engine
+    conninfo: str  # psycopg / sqlite path
+    schema: str | None = None
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+
+def _conninfo(url: str, search_path: str | None) -> str:
+    import psycopg
+
+    u = make_url(url)
+    kw: dict[str, Any] = {
+        "host": u.host or "127.0.0.1",
+        "port": u.port or 5432,
+        "user": u.username,
+        "dbname": u.database,
+    }
+    if u.password:
+        kw["password"] = u.password
+    if search_path:
+        kw["options"] = f"-csearch_path={search_path}"
+    return psycopg.conninfo.make_conninfo(**{k: v for k, v in kw.items() if v is not None})
+
+
+@contextmanager
+def pg_database(url: str | None, name: str) -> Iterator[Db]:
+    """The given database as it is, or a private schema ``name`` of the test database."""
+    if url:
+        url = gen.database_url(url)
+        engine = make_engine(url)
+        try:
+            yield Db(url, engine, _conninfo(url, None))
+        finally:
+            engine.dispose()
+        return
+    admin = make_engine(PG_URL)
+    with admin.begin() as conn:
+        conn.execute(text(f"DROP SCHEMA IF EXISTS {name} CASCADE"))
+        conn.execute(text(f"CREATE SCHEMA {name}"))
+    full = f"{PG_URL}?options=-csearch_path%3D{name}"
+    engine = make_engine(full)
+    try:
+        yield Db(full, engine, _conninfo(PG_URL, name), name)
+    finally:
+        engine.dispose()
+        with admin.begin() as conn:
+            conn.execute(text(f"DROP SCHEMA IF EXISTS {name} CASCADE"))
+        admin.dispose()
+
+
+def pg_available() -> bool:
+    try:
+        engine = make_engine(PG_URL, connect_args={"connect_timeout": 2})
+        with engine.connect() as conn:
+            conn.execute(text("select 1"))
+        engine.dispose()
+        return True
+    except Exception:  # noqa: BLE001 - any failure means "not here"
+        return False
+
+
+def count_cases(engine: Engine) -> int:
+    from workflow import schema
+    from workflow.model import Case
+
+    schema.upgrade(engine)
+    with engine.connect() as conn:
+        return conn.scalar(select(func.count()).select_from(Case)) or 0
+
+
+def actor_row(engine: Engine) -> dict[str, Any]:
+    from workflow.actors import actor_for
+
+    with make_session_factory(engine)() as s:
+        a = actor_for(s, ACTOR)
+    return {
+        "user_id": a.user_id,
+        "username": a.username,
+        "agency_id": a.agency_id,
+        "agency_type": a.agency_type,
+        "role": a.role,
+    }
+
+
+# -------------------------------------------------------------------------------- clients
+def _clock() -> datetime:
+    return datetime.now(UTC)
+
+
+def transition_form(registry: Registry, now: datetime) -> dict[str, Any]:
+    from workflow.calendar import business_date
+
+    d = registry.in_force(gen.KEY, business_date(now))
+    form: dict[str, Any] = {"request_date": business_date(now).isoformat()}
+    t = d.transitions[TRANSITION]
+    for f in t.fields:
+        if f.name == "reason" and f.choices:
+            form["reason"] = f.choices[0].value
+    return form
+
+
+def make_step(kind: str, conf: dict[str, Any]) -> Callable[[int], None]:
+    """The operation a client repeats (built in the client's own process)."""
+    if kind == "floor-pg":
+        return floor.pg_step(conf["conninfo"], conf["actor"], _clock)
+    if kind == "floor-sqlite":
+        return floor.sqlite_step(conf["conninfo"], conf["actor"], _clock)
+    if kind == "spiff":
+        return spiff.step_factory(conf["conninfo"], conf["spiff_schema"])
+    if kind == "engine":
+        from workflow.actors import actor_for
+        from workflow.service import CaseService
+        from workflow.storage import MemoryBlobStore
+
+        engine = make_engine(conf["url"])
+        factory = make_session_factory(engine)
+        service = CaseService(
+            factory, Registry.from_directory(gen.DEFINITIONS), blobs=MemoryBlobStore()
+        )
+        with factory() as s:
+            actor = actor_for(s, ACTOR)
+        form = conf["form"]
+
+        def step(case_id: int) -> None:
+            service.advance(case_id, TRANSITION, form, actor, _clock())
+
+        step.close = engine.dispose  # type: ignore[attr-defined]
+        return step
+    raise ValueError(kind)
+
+
+def _client(
+    kind: str, conf: dict, ids: list[int], cycle: bool, seconds: float, barrier: Any, out: Any
+) -> None:
+    try:
+        step = make_step(kind, conf)
+        step(ids[0])  # warm-up: connection, caches (not timed)
+        barrier.wait()
+        lat: list[float] = []
+        source = itertools.cycle(ids[1:]) if cycle else iter(ids[1:])
+        t0 = time.perf_counter()
+        stop = t0 + seconds
+        exhausted = True
+        for case_id in source:
+            if time.perf_counter() >= stop:
+                exhausted = False
+                break
+            s = time.perf_counter()
+            step(case_id)
+            lat.append(time.perf_counter() - s)
+        out.put(("ok", len(lat), time.perf_counter() - t0, lat, exhausted))
+        getattr(step, "close", lambda: None)()
+    except BaseException as exc:  # noqa: BLE001 - reported to the parent
+        with contextlib.suppress(Exception):
+            barrier.abort()
+        out.put(("error", repr(exc), 0.0, [], False))
+
+
+def drive(
+    kind: str, conf: dict, ids: list[int], clients: int, seconds: float, *, cycle: bool = False
+) -> dict[str, Any]:
+    """``clients`` processes, each with its own slice of ``ids``; throughput and latencies."""
+    ctx = mp.get_context("spawn")
+    barrier = ctx.Barrier(clients)
+    out = ctx.Queue()
+    per = len(ids) // clients
+    procs = [
+        ctx.Process(
+            target=_client,
+            args=(kind, conf, ids[i * per : (i + 1) * per], cycle, seconds, barrier, out),
+        )
+        for i in range(clients)
+    ]
+    for p in procs:
+        p.start()
+    results = [out.get(timeout=600) for _ in procs]
+    for p in procs:
+        p.join(timeout=60)
+    errors = [r[1] for r in results if r[0] == "error"]
+    if errors:
+        raise RuntimeError(f"{kind} client failed: {errors[0]}")
+    ops = sum(r[1] for r in results)
+    wall = max(r[2] for r in results)
+    lat = [x for r in results for x in r[3]]
+    return {
+        "clients": clients,
+        "ops": ops,
+        "seconds": round(wall, 3),
+        "per_s": round(ops / wall, 1) if wall else None,
+        **quantiles(lat),
+        "ran_out_of_cases": any(r[4] for r in results),
+    }
+
+
+def pool_size(rate_per_client: float, clients: int, seconds: float) -> int:
+    return int(rate_per_client * seconds * clients) + 2 * clients
+
+
+# ------------------------------------------------------------------------------- sections
+def count_statements(db: Db, registry: Registry, case_id: int, form: dict) -> dict[str, Any]:
+    """The SQL statements one ``advance`` sends (SQLAlchemy ``before_cursor_execute``)."""
+    from workflow.actors import actor_for
+    from workflow.service import CaseService
+    from workflow.storage import MemoryBlobStore
+
+    factory = make_session_factory(db.engine)
+    service = CaseService(factory, registry, blobs=MemoryBlobStore())
+    with factory() as s:
+        actor = actor_for(s, ACTOR)
+    seen: list[str] = []
+
+    def record(conn, cursor, statement, parameters, context, executemany) -> None:  # noqa: ANN001
+        seen.append(" ".join(statement.split())[:120])
+
+    event.listen(db.engine, "before_cursor_execute", record)
+    try:
+        service.advance(case_id, TRANSITION, form, actor, _clock())
+    finally:
+        event.remove(db.engine, "before_cursor_execute", record)
+    return {"count": len(seen), "statements": seen}
+
+
+def throughput(
+    db: Db, registry: Registry, plan: Plan, templates: list, now: datetime, which: set[str]
+) -> dict[str, Any]:
+    """Sections 1-3 on PostgreSQL: floor, engine and SpiffWorkflow at 1 and 4 clients."""
+    out: dict[str, Any] = {}
+    form = transition_form(registry, now)
+    actor = actor_row(db.engine)
+    conf = {"conninfo": db.conninfo, "url": db.url, "actor": actor, "form": form}
+    sizes = {c: pool_size(450, c, plan.seconds) for c in (1, 4)}
+    need = 2 + 2000 * (("floor" in which) * 2) + sum(sizes.values()) * ("engine" in which)
+    ids = gen.make_pool(db.engine, registry, need, now)
+    check = ids.pop()
+    out["sql"] = count_statements(db, registry, check, form)
+    if "floor" in which:
+        floor_ids = [ids.pop() for _ in range(4000)]
+        out["floor"] = {
+            str(c): drive("floor-pg", conf, floor_ids, c, plan.seconds, cycle=True) for c in (1, 4)
+        }
+    if "engine" in which:
+        out["engine"] = {}
+        for c in (1, 4):
+            chunk = [ids.pop() for _ in range(sizes[c])]
+            out["engine"][str(c)] = drive("engine", conf, chunk, c, plan.seconds)
+    if "spiff" in which:
+        schema = f"rfbench_spiff_{os.getpid()}"
+        n = pool_size(80, 1, plan.seconds) + pool_size(60, 4, plan.seconds)
+        wf_ids = spiff.prepare(db.conninfo, n, schema)
+        try:
+            conf["spiff_schema"] = schema
+            first = pool_size(80, 1, plan.seconds)
+            out["spiff"] = {
+                "1": drive("spiff", conf, wf_ids[:first], 1, plan.seconds),
+                "4": drive("spiff", conf, wf_ids[first:], 4, plan.seconds),
+            }
+        finally:
+            spiff.drop(db.conninfo, schema)
+    return out
+
+
+def embedded(registry: Registry, plan: Plan, templates: list, now: datetime) -> dict[str, Any]:
+    """Section 4: floor and engine on a SQLite file (WAL), one client."""
+    with tempfile.TemporaryDirectory(prefix="rfbench-sqlite-") as tmp:
+        path = Path(tmp) / "bench.db"
+        url = f"sqlite:///{path}"
+        engine = make_engine(url)
+        gen.load(engine, registry, templates, plan.sqlite_cases, now)
+        n = pool_size(900, 1, plan.seconds)
+        ids = gen.make_pool(engine, registry, n + 2000, now)
+        conf = {
+            "conninfo": str(path),
+            "url": url,
+            "actor": actor_row(engine),
+            "form": transition_form(registry, now),
+        }
+        db = Db(url, engine, str(path))
+        sql = count_statements(db, registry, ids.pop(), conf["form"])
+        engine.dispose()
+        floor_run = drive("floor-sqlite", conf, ids[:2000], 1, plan.seconds, cycle=True)
+        engine_run = drive("engine", conf, ids[2000:], 1, plan.seconds)
+        return {
+            "cases": plan.sqlite_cases,
+            "floor": floor_run,
+            "engine": engine_run,
+            "sql": {"count": sql["count"]},
+        }
+
+
+def plant_due(engine: Engine, registry: Registry, n: int, now: datetime) -> None:
+    """``n`` new cases each owing its level-1 escalation today (bench.sweep's rows)."""
+    from bench import sweep as bsweep
+    from workflow.calendar import business_date
+    from workflow.model import Case, Deadline, Subject
+
+    today = business_date(now)
+    group = registry.get("drug_rehab", 1).states[bsweep.STATE].group
+    with engine.begin() as conn:
+        base = {
+            m: conn.scalar(select(func.coalesce(func.max(m.id), 0))) or 0
+            for m in (Subject, Case, Deadline)
+        }
+        subjects, cases, deadlines = [], [], []
+        for s, c, d in bsweep.rows(0, n, today, now, group):
+            s["id"] += base[Subject]
+            c["id"] += base[Case]
+            c["subject_id"] = s["id"]
+            c["number"] = f"SWEEP-{c['id']}"
+            d["id"] += base[Deadline]
+            d["case_id"] = c["id"]
+            subjects.append(s)
+            cases.append(c)
+            deadlines.append(d)
+        conn.execute(insert(Subject.__table__), subjects)
+        conn.execute(insert(Case.__table__), [_case_cols(c) for c in cases])
+        conn.execute(insert(Deadline.__table__), deadlines)
+        if engine.dialect.name == "postgresql":
+            for t in ("subjects", "cases", "deadlines"):
+                conn.execute(
+                    text(
+                        f"SELECT setval(pg_get_serial_sequence('{t}', 'id'), "
+                        f"(SELECT max(id) FROM {t}))"
+                    )
+                )
+
+
+def _case_cols(c: dict[str, Any]) -> dict[str, Any]:
+    return c  # bench.sweep's rows already use the column names (state_group)
+
+
+def timed_sweep(engine: Engine, registry: Registry, n_due: int, now: datetime) -> dict[str, Any]:
+    from workflow.service import CaseService
+    from workflow.storage import MemoryBlobStore
+    from workflow.sweep import sweep_deadlines
+
+    service = CaseService(make_session_factory(engine), registry, blobs=MemoryBlobStore())
+    t0 = time.perf_counter()
+    drained = sweep_deadlines(service, now)  # whatever fell due on its own: not timed
+    drain_s = time.perf_counter() - t0
+    plant_due(engine, registry, n_due, now)
+    with engine.connect() as conn:
+        open_cases = conn.scalar(text("SELECT count(*) FROM cases WHERE closed_at IS NULL"))
+    t0 = time.perf_counter()
+    report = sweep_deadlines(service, now)
+    seconds = time.perf_counter() - t0
+    return {
+        "open_cases": open_cases,
+        "due": n_due,
+        "processed": report.rows,
+        "escalations": report.escalations,
+        "seconds": round(seconds, 3),
+        "items_per_s": round(report.rows / seconds, 1) if seconds else None,
+        "drained_before": drained.rows,
+        "drain_seconds": round(drain_s, 3),
+    }
+
+
+def sweep_section(db: Db, registry: Registry, plan: Plan, templates: list, now: datetime) -> dict:
+    big = timed_sweep(db.engine, registry, plan.sweep_due, now)
+    name = f"rfbench_sweepref_{os.getpid()}"
+    with pg_database(None, name) as ref:
+        gen.load(ref.engine, registry, templates, plan.sweep_reference, now)
+        small = timed_sweep(ref.engine, registry, plan.sweep_due, now)
+    return {
+        "reference": small,
+        "big": big,
+        "ratio_big_to_reference": round(big["seconds"] / small["seconds"], 2),
+    }
+
+
+def report_section(db: Db, registry: Registry, now: datetime) -> dict[str, Any]:
+    from workflow import reports
+    from workflow.calendar import WorkingCalendar, business_date
+    from workflow.units import get
+
+    today = business_date(now)
+    start, end = reports.period(str(today.year))
+    out: dict[str, Any] = {"period": f"{start.isoformat()}..{end.isoformat()}"}
+    cal = WorkingCalendar()
+    factory = make_session_factory(db.engine)
+    for label, unit in (
+        ("commune", DEMO_COMMUNE),
+        ("province", get(DEMO_COMMUNE).province_code),
+        ("country", None),
+    ):
+        with factory() as s:
+            t0 = time.perf_counter()
+            reports.indicators(s, registry, unit, start, end, today=today, calendar=cal)
+            out[label] = round(time.perf_counter() - t0, 3)
+    return out
+
+
+def http_section(
+    db: Db, registry: Registry, plan: Plan, now: datetime, which: set[str]
+) -> dict[str, Any]:
+    """Sections 5 (mixed load) and 8 (filtered list pages) against gunicorn."""
+    from bench import http as bhttp
+    from workflow.accounts import Accounts
+
+    factory = make_session_factory(db.engine)
+    token = Accounts(factory, registry).create_token(ACTOR, now).token
+    form = transition_form(registry, now)
+    with db.engine.connect() as conn:
+        read_ids = list(
+            conn.execute(
+                text("SELECT id FROM cases WHERE unit_code = :u ORDER BY random() LIMIT 3000"),
+                {"u": DEMO_COMMUNE},
+            ).scalars()
+        )
+    out: dict[str, Any] = {}
+    writes = gen.make_pool(db.engine, registry, int(60 * plan.http_seconds) + 50, now)
+    with (
+        tempfile.TemporaryDirectory(prefix="rfbench-http-") as tmp,
+        bhttp.Server(db.url, Path(tmp)) as server,
+    ):
+        if "http" in which:
+            samples, wall = bhttp.load(
+                server.port,
+                token,
+                read_ids,
+                iter(writes),
+                TRANSITION,
+                form,
+                clients=plan.http_clients,
+                seconds=plan.http_seconds,
+            )
+            total = sum(len(v) for v in samples.ok.values())
+            out["http"] = {
+                "clients": plan.http_clients,
+                "seconds": round(wall, 2),
+                "requests_per_s": round(total / wall, 1),
+                "read": quantiles(samples.ok.get("read", [])),
+                "transition": quantiles(samples.ok.get("transition", [])),
+                "errors": samples.errors,
+                "workers": 2,
+            }
+        if "list" in which:
+            d = registry.in_force(gen.KEY, now.date())
+            states = [s for s in d.states if s != "closed"]
+            filters = [f"state={s}" for s in states]
+            filters += [
+                "group=compulsory_dossier",
+                "overdue=true",
+                "q=nguyen",
+                "unit=" + DEMO_COMMUNE,
+            ]
+            paths = [
+                f"/api/v1/cases?{filters[i % len(filters)]}&limit=50"
+                for i in range(plan.list_requests)
+            ]
+            lat, errors = bhttp.timed_gets(server.port, token, paths)
+            out["list"] = {**quantiles(lat), "errors": errors, "filters": len(filters)}
+    return out
+
+
+# ----------------------------------------------------------------------------------- main
+def ratio(a: float | None, b: float | None) -> float | None:
+    return round(a / b, 2) if a and b else None
+
+
+def summarise(res: dict[str, Any]) -> None:
+    s = res["sections"]
+    r: dict[str, Any] = {}
+    for c in ("1", "4"):
+        eng = s.get("engine", {}).get(c, {}).get("per_s")
+        r[f"engine_to_floor_{c}"] = ratio(eng, s.get("floor", {}).get(c, {}).get("per_s"))
+        r[f"engine_to_spiff_{c}"] = ratio(eng, s.get("spiff", {}).get(c, {}).get("per_s"))
+    emb = s.get("embedded")
+    if emb:
+        r["embedded_engine_to_floor"] = ratio(emb["engine"]["per_s"], emb["floor"]["per_s"])
+    if "sweep" in s:
+        r["sweep_big_to_reference"] = s["sweep"]["ratio_big_to_reference"]
+    res["ratios"] = r
+
+
+def table(res: dict[str, Any]) -> str:
+    s, r = res["sections"], res.get("ratios", {})
+    rows: list[tuple[str, str, str, str]] = []
+
+    def tp(name: str, block: dict | None, key: str, goal: str = "") -> None:
+        if block:
+            rows.append(
+                (
+                    name,
+                    f"{block['per_s']:.0f}/s",
+                    f"p50 {block['p50_ms']} ms, p99 {block['p99_ms']} ms ({block['ops']} ops)",
+                    goal,
+                )
+            )
+
+    for c in ("1", "4"):
+        tp(f"1 floor (psycopg), {c} client(s)", s.get("floor", {}).get(c), "per_s")
+        tp(f"2 engine advance, {c} client(s)", s.get("engine", {}).get(c), "per_s")
+        tp(f"3 SpiffWorkflow, {c} client(s)", s.get("spiff", {}).get(c), "per_s")
+        if r.get(f"engine_to_floor_{c}") is not None:
+            rows.append((f"  engine / floor, {c}", f"{r[f'engine_to_floor_{c}']}x", "", ">= 0.6"))
+        if r.get(f"engine_to_spiff_{c}") is not None:
+            rows.append((f"  engine / Spiff, {c}", f"{r[f'engine_to_spiff_{c}']}x", "", ">= 2"))
+    emb = s.get("embedded")
+    if emb:
+        tp("4 SQLite floor, 1 client", emb["floor"], "per_s")
+        tp("4 SQLite engine, 1 client", emb["engine"], "per_s")
+        rows.append(("  SQLite engine / floor", f"{r['embedded_engine_to_floor']}x", "", ""))
+    h = s.get("http")
+    if h:
+        rows.append(
+            (
+                f"5 HTTP {h['clients']} clients, gunicorn -w 2",
+                f"{h['requests_per_s']:.0f} req/s",
+                f"read p50 {h['read']['p50_ms']} / p99 {h['read']['p99_ms']} ms; "
+                f"transition p50 {h['transition']['p50_ms']} / p99 {h['transition']['p99_ms']} ms"
+                + (f"; errors {h['errors']}" if h["errors"] else ""),
+                "read p99 < 50, transition p99 < 100",
+            )
+        )
+    sw = s.get("sweep")
+    if sw:
+        rows.append(
+            (
+                "6 sweep, due among reference",
+                f"{sw['reference']['seconds']} s",
+                f"{sw['reference']['due']} due / {sw['reference']['open_cases']} open",
+                "",
+            )
+        )
+        rows.append(
+            (
+                "6 sweep, due among the big set",
+                f"{sw['big']['seconds']} s",
+                f"{sw['big']['due']} due / {sw['big']['open_cases']} open; "
+                f"ratio {sw['ratio_big_to_reference']}",
+                "ratio <= 1.5",
+            )
+        )
+    rep = s.get("report")
+    if rep:
+        rows.append(
+            (
+                "7 indicator report",
+                f"{rep['country']} s country",
+                f"province {rep['province']} s, commune {rep['commune']} s",
+                "< 2 s",
+            )
+        )
+    li = s.get("list")
+    if li:
+        rows.append(
+            (
+                "8 GET /api/v1/cases filtered",
+                f"p99 {li['p99_ms']} ms",
+                f"p50 {li['p50_ms']} ms over {li['n']} pages",
+                "",
+            )
+        )
+    if "sql" in s:
+        rows.append(("  SQL statements / advance", str(s["sql"]["count"]), "PostgreSQL", ""))
+    w = [max(len(x[i]) for x in rows) for i in range(4)] if rows else [0] * 4
+    head = ("measure", "value", "detail", "goal")
+    w = [max(w[i], len(head[i])) for i in range(4)]
+    lines = [
+        " | ".join(h.ljust(w[i]) for i, h in enumerate(head)),
+        "-|-".join("-" * x for x in w),
+    ]
+    lines += [" | ".join(c.ljust(w[i]) for i, c in enumerate(row)) for row in rows]
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    plan = Plan.make(args.quick, args.cases)
+    which = set(args.only or SECTIONS)
+    registry = Registry.from_directory(gen.DEFINITIONS)
+    now = datetime.now(UTC)
+    res: dict[str, Any] = {
+        "date": date.today().isoformat(),
+        "started_at": now.isoformat(timespec="seconds"),
+        "quick": plan.quick,
+        "machine": machine(),
+        "clients": "processes (multiprocessing spawn); HTTP load: threads",
+        "sections": {},
+        "skipped": {},
+    }
+    t_start = time.perf_counter()
+    t0 = time.perf_counter()
+    templates = gen.build_templates(registry, now, variants=plan.variants)
+    res["template_walks"] = {"count": len(templates), "seconds": round(time.perf_counter() - t0, 1)}
+    say = print if args.verbose else (lambda *a, **k: None)
+    say(f"{len(templates)} templates in {res['template_walks']['seconds']} s", file=sys.stderr)
+    pg = bool(args.database_url) or pg_available()
+    if pg:
+        with pg_database(args.database_url, f"rfbench_{os.getpid()}") as db:
+            existing = count_cases(db.engine)
+            if existing == 0:
+                t0 = time.perf_counter()
+                gen.load(db.engine, registry, templates, plan.base_cases, now)
+                say(
+                    f"generated {plan.base_cases} in {time.perf_counter() - t0:.1f} s",
+                    file=sys.stderr,
+                )
+                existing = plan.base_cases
+            res["database"] = {
+                "url": make_url(db.url).render_as_string(hide_password=True),
+                "cases_before": existing,
+            }
+            sections = res["sections"]
+            if which & {"floor", "engine", "spiff", "sql"}:
+                out = throughput(db, registry, plan, templates, now, which)
+                sql = out.pop("sql")
+                sections.update(out)
+                sections["sql"] = sql
+                say("throughput done", file=sys.stderr)
+            if which & {"http", "list"}:
+                sections.update(http_section(db, registry, plan, now, which))
+                say("http done", file=sys.stderr)
+            if "sweep" in which:
+                sections["sweep"] = sweep_section(db, registry, plan, templates, now)
+                say("sweep done", file=sys.stderr)
+            if "report" in which:
+                sections["report"] = report_section(db, registry, now)
+                say("report done", file=sys.stderr)
+    else:
+        if os.environ.get("REHABFLOW_REQUIRE_PG") == "1":
+            raise SystemExit("REHABFLOW_REQUIRE_PG=1 but PostgreSQL does not answer")
+        for name in ("floor", "engine", "spiff", "http", "list", "sweep", "report", "sql"):
+            res["skipped"][name] = "PostgreSQL not reachable"
+    if "embedded" in which:
+        res["sections"]["embedded"] = embedded(registry, plan, templates, now)
+        say("embedded done", file=sys.stderr)
+    summarise(res)
+    res["seconds"] = round(time.perf_counter() - t_start, 1)
+    return res
+
+
+def write(res: dict[str, Any], out: Path | None) -> Path:
+    if out is None:
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        out = RESULTS / f"{res['date']}{'-quick' if res['quick'] else ''}.json"
+    out.write_text(json.dumps(res, indent=2, ensure_ascii=False) + "\n")
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n")[0])
+    p.add_argument("--quick", action="store_true", help="small scale, short runs (< 2 min)")
+    p.add_argument("--database-url", default=None, help="use this database as it is")
+    p.add_argument("--cases", type=int, default=None, help="cases to generate when empty")
+    p.add_argument("--only", nargs="*", choices=SECTIONS, help="run only these sections")
+    p.add_argument("--output", type=Path, default=None, help="JSON file (default results/)")
+    p.add_argument("-v", "--verbose", action="store_true", help="progress on stderr")
+    args = p.parse_args(argv)
+    res = run(args)
+    path = write(res, args.output)
+    print(table(res))
+    if res["skipped"]:
+        print("skipped: " + ", ".join(f"{k} ({v})" for k, v in res["skipped"].items()))
+    print(f"{res['seconds']} s; results in {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

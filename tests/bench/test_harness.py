@@ -1,0 +1,123 @@
+"""The benchmark harness works end to end (figures are not judged here: no thresholds)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select, text
+
+from workflow.audit import verify
+from workflow.db import make_engine, make_session_factory
+from workflow.model import Case, Document, OutboxMessage
+
+from ..conftest import PG_AVAILABLE, PG_URL, ROOT
+
+
+def _run(args: list[str], timeout: int = 600, **env: str) -> subprocess.CompletedProcess:
+    return subprocess.run(  # noqa: S603 - our own modules
+        [sys.executable, "-m", *args],
+        cwd=ROOT,
+        env={**os.environ, "REHABFLOW_BENCH_PG_URL": PG_URL, **env},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def _check_generated(url: str, engine_kwargs: dict | None = None) -> None:
+    engine = make_engine(url, **(engine_kwargs or {}))
+    try:
+        with make_session_factory(engine)() as s:
+            assert s.scalar(select(func.count()).select_from(Case)) == 200
+            assert s.scalar(select(func.count()).select_from(Document)) > 200
+            assert (
+                s.scalar(
+                    select(func.count())
+                    .select_from(OutboxMessage)
+                    .where(OutboxMessage.status != "sent")
+                )
+                == 0
+            )
+            states = s.scalar(select(func.count(func.distinct(Case.state))))
+            assert states > 10  # spread over the definition like the demo
+            result = verify(s)
+            assert result.ok, result.reason
+            assert result.checked > 1000
+    finally:
+        engine.dispose()
+
+
+def test_generate_200_cases_on_sqlite(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'gen.db'}"
+    done = _run(["bench.generate", "--cases", "200", "--variants", "1", "--database-url", url])
+    assert done.returncode == 0, done.stderr
+    assert "200 cases" in done.stdout
+    _check_generated(url)
+
+
+@pytest.mark.postgres
+def test_generate_200_cases_on_postgresql() -> None:
+    if not PG_AVAILABLE:
+        pytest.skip("PostgreSQL is not reachable")
+    name = f"rfbenchgen_{os.getpid()}"
+    admin = make_engine(PG_URL)
+    with admin.begin() as conn:
+        conn.execute(text(f"DROP SCHEMA IF EXISTS {name} CASCADE"))
+        conn.execute(text(f"CREATE SCHEMA {name}"))
+    try:
+        url = f"{PG_URL}?options=-csearch_path%3D{name}"
+        done = _run(["bench.generate", "--cases", "200", "--variants", "1", "--database-url", url])
+        assert done.returncode == 0, done.stderr
+        _check_generated(url)
+    finally:
+        with admin.begin() as conn:
+            conn.execute(text(f"DROP SCHEMA IF EXISTS {name} CASCADE"))
+        admin.dispose()
+
+
+def _positive(block: dict, key: str = "per_s") -> None:
+    assert block[key] and block[key] > 0, block
+    assert block["p50_ms"] is not None and 0 < block["p50_ms"] <= block["p99_ms"], block
+
+
+def test_quick_run_produces_every_section(tmp_path: Path) -> None:
+    out = tmp_path / "quick.json"
+    env = (
+        {}
+        if PG_AVAILABLE
+        else {"REHABFLOW_BENCH_PG_URL": "postgresql+psycopg://nobody@127.0.0.1:1/none"}
+    )
+    done = _run(["bench.run", "--quick", "--output", str(out)], timeout=900, **env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "measure" in done.stdout  # the table
+    res = json.loads(out.read_text())
+    assert res["machine"]["cpus"] >= 1
+    s = res["sections"]
+    _positive(s["embedded"]["floor"])
+    _positive(s["embedded"]["engine"])
+    assert res["ratios"]["embedded_engine_to_floor"] > 0
+    if not PG_AVAILABLE:
+        assert set(res["skipped"]) >= {"floor", "engine", "spiff", "http", "sweep", "report"}
+        return
+    for name in ("floor", "engine", "spiff"):
+        for clients in ("1", "4"):
+            _positive(s[name][clients])
+            assert s[name][clients]["clients"] == int(clients)
+    for key in ("engine_to_floor_1", "engine_to_floor_4", "engine_to_spiff_1", "engine_to_spiff_4"):
+        assert res["ratios"][key] > 0
+    assert s["sql"]["count"] >= 5
+    http = s["http"]
+    assert http["read"]["n"] > 0 and http["transition"]["n"] > 0, http
+    assert http["requests_per_s"] > 0
+    assert s["list"]["n"] > 0 and not s["list"]["errors"], s["list"]
+    for which in ("reference", "big"):
+        sweep = s["sweep"][which]
+        assert sweep["processed"] == sweep["escalations"] == sweep["due"] > 0, sweep
+    assert s["sweep"]["ratio_big_to_reference"] > 0
+    assert all(s["report"][k] > 0 for k in ("commune", "province", "country"))

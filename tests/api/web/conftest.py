@@ -170,3 +170,16 @@ def attach(app: Flask, case_id: int, code: str, actor: Actor, now: datetime) -> 
 
 
 __all__ = ["COMMUNE", "OTHER_COMMUNE", "PROVINCE", "Browser", "People", "text"]
+
+
+def request_determination(app: Flask, case_id: int, actor: Actor, now: datetime) -> None:
+    """Attach the request and fire request_determination (detected -> addiction
+    determination, which reaches the province's health facility) through the service."""
+    attach(app, case_id, "determination_request", actor, now)
+    app.extensions["rehabflow"].cases.advance(
+        case_id,
+        "request_determination",
+        {"request_date": now.date().isoformat(), "reason": "own_request"},
+        actor,
+        now,
+    )

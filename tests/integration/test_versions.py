@@ -140,3 +140,33 @@ def test_v3_change_of_residence_starts_a_one_day_forwarding_deadline(drive: Driv
         ).scalar_one()
     assert dl.status == "open"
     assert dl.due_on == date(2026, 7, 3)
+
+
+@pytest.mark.parametrize(
+    ("version", "day"), [(2, date(2025, 8, 4)), (3, date(2026, 7, 6))], ids=["v2", "v3"]
+)
+def test_every_state_of_v2_and_v3_is_reached_by_a_real_walk(
+    drive: Driver, version: int, day: date
+) -> None:
+    """Each state of the version, reached from a new case by firing the shortest path as the
+    agency that may (documents attached, forms filled within the version's own bounds)."""
+    from workflow.simulate import path_to
+
+    d = drive.service.registry.get("drug_rehab", version)
+    for state in d.states:
+        path = path_to(d, state)
+        assert path is not None, f"{state} cannot be reached in {d.ref}"
+        cid = drive.open(day, version=version).case_id
+        for key in path:
+            for attempt in range(40):  # random forms until the version's guards accept one
+                try:
+                    drive.fire(cid, key, day, attach=attempt == 0)
+                    break
+                except GuardFailed:
+                    continue
+            else:
+                raise AssertionError(f"{d.ref}: no valid form for {key}")
+        with drive.service.uow(read_only=True) as uow:
+            case = uow.get_case(cid)
+            assert (case.state, case.definition_version) == (state, version)
+    assert drive.service.verify_audit().ok

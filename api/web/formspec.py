@@ -83,9 +83,7 @@ def coerce(action: Action, posted: dict[str, str]) -> tuple[dict[str, Any], dict
     for spec in action.fields:
         raw = (posted.get(spec.name) or "").strip()
         if raw == "":
-            if spec.required:
-                data[spec.name] = ""  # the engine says it is required
-            continue
+            continue  # a required one is reported by the engine ("required")
         if spec.type == "date":
             day = parse_date(raw)
             if day is None:

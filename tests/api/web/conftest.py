@@ -7,7 +7,7 @@ import io
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 import pytest
@@ -144,13 +144,15 @@ def service(app: Flask) -> CaseService:
 def open_case(app: Flask, people: People, clock: Any) -> Callable[..., CommandResult]:
     """Open a case in the demo commune (or ``unit``) as its commune police officer."""
 
-    def make(unit: str = COMMUNE, name: str = "Trần Văn Bình", **kw: Any) -> CommandResult:
+    def make(
+        unit: str = COMMUNE, name: str = "Trần Văn Bình", born: date = date(1990, 5, 14), **kw: Any
+    ) -> CommandResult:
         svc: CaseService = app.extensions["rehabflow"].cases
         return svc.open_case(
             SubjectData(
                 full_name=name,
                 unit_code=unit,
-                date_of_birth=datetime(1990, 5, 14).date(),
+                date_of_birth=born,
                 sex="male",
                 national_id="040094001234",
             ),
@@ -182,4 +184,13 @@ def request_determination(app: Flask, case_id: int, actor: Actor, now: datetime)
         {"request_date": now.date().isoformat(), "reason": "own_request"},
         actor,
         now,
+    )
+
+
+def to_addicted(app: Flask, case_id: int, actor: Actor, now: datetime) -> None:
+    """detected -> addiction determination -> addicted, as the commune police officer."""
+    request_determination(app, case_id, actor, now)
+    attach(app, case_id, "addiction_result", actor, now)
+    app.extensions["rehabflow"].cases.advance(
+        case_id, "record_addiction_result", {"result_date": now.date().isoformat()}, actor, now
     )

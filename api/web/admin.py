@@ -3,6 +3,7 @@ notifications and the access log."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from flask import flash, redirect, render_template, request, url_for
@@ -144,8 +145,9 @@ def admin_tokens() -> Any:
         errors["expires_days"] = [_("A number of days from 1 to 3650.")]
     else:
         try:
+            # tokens are checked against the real time (api.app), so they are made on it
             new = ctx.accounts().create_token(
-                values.get("username", ""), ctx.now(), expires_days=int(raw_days)
+                values.get("username", ""), datetime.now(UTC), expires_days=int(raw_days)
             )
         except NotFound:
             errors["username"] = [_("There is no such user.")]
@@ -159,7 +161,7 @@ def admin_tokens() -> Any:
 @bp.route("/admin/tokens/<int:token_id>/revoke", methods=["POST"])
 def admin_revoke_token(token_id: int) -> Any:
     _admin()
-    if ctx.accounts().revoke_token(str(token_id), ctx.now()):
+    if ctx.accounts().revoke_token(str(token_id), datetime.now(UTC)):
         flash(_("Token %(id)s revoked.", id=token_id), "success")
     return _see_other("web.admin_tokens")
 

@@ -5,7 +5,9 @@ document.addEventListener("DOMContentLoaded", function () {
   var summary = document.querySelector("[data-focus-first]");
   if (summary) {
     summary.setAttribute("tabindex", "-1");
-    summary.scrollIntoView({ block: "start" });
+    // show the whole form it belongs to (its heading too), not just the message
+    var box = summary.closest("section, details, form") || summary;
+    box.scrollIntoView({ block: "start" });
     summary.focus({ preventScroll: true });
   }
 });

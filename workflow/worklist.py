@@ -214,10 +214,13 @@ class Worklist:
         )
 
     # ------------------------------------------------------------------ case page
-    def timeline(self, case_id: int, actor: Actor) -> list[TimelineEntry]:
-        """The case's audit events, oldest first, with the names of the people and agencies
-        (the visibility check is the service's)."""
-        events = self.service.events(case_id, actor)
+    def timeline(
+        self, case_id: int, actor: Actor, now: datetime | None = None
+    ) -> list[TimelineEntry]:
+        """The case's audit events, oldest first, with the names of the people and agencies.
+        Who may see which events is the service's rule (a commune that handed the case over
+        sees its history up to the hand-over); with ``now`` the read is in the access log."""
+        events = self.service.events(case_id, actor, now)
         user_ids = {e.actor_id for e in events if e.actor_id is not None}
         agency_ids = {e.agency_id for e in events if e.agency_id is not None}
         with read_only(), self.session_factory() as s:

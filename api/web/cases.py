@@ -34,6 +34,7 @@ from workflow.errors import (
     GuardFailed,
     InvalidDocument,
     MissingDocuments,
+    OutOfJurisdiction,
     StaleCase,
     TransitionNotAvailable,
     TransitionRefused,
@@ -246,16 +247,38 @@ def _definition_of_event(entry: Any, registry: Any) -> Definition | None:
     if not ref or "@" not in ref:
         return None
     key, _sep, version = ref.partition("@")
-    try:
-        return registry.get(key, int(version))
-    except Exception:  # noqa: BLE001 - an unknown version only loses its labels
-        return None
+    return labels().definition(key, int(version)) if version.isdigit() else None
 
 
 # --------------------------------------------------------------------------- case page
 @bp.route("/cases/<int:case_id>")
 def case_page(case_id: int) -> Any:
-    return render_case(case_id)
+    try:
+        return render_case(case_id)
+    except OutOfJurisdiction:
+        return render_history(case_id)
+
+
+def render_history(case_id: int) -> Any:
+    """A case this commune handed over: its history up to the hand-over, read-only (any
+    other case outside the jurisdiction stays a 404: the service raises again)."""
+    actor = ctx.actor()
+    timeline = worklist().timeline(case_id, actor, ctx.now())
+    registry = ctx.services().registry
+    d = next(
+        (x for e in reversed(timeline) if (x := _definition_of_event(e, registry)) is not None),
+        None,
+    )
+    moved = next((e.extra["transfer"] for e in reversed(timeline) if "transfer" in e.extra), {})
+    return render_template(
+        "web/case_history.html",
+        case_id=case_id,
+        d=d,
+        timeline=list(reversed(timeline)),
+        timeline_text=timeline_text,
+        registry=registry,
+        moved_to=moved.get("to_unit"),
+    )
 
 
 def _posted() -> dict[str, str]:

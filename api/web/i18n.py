@@ -17,6 +17,7 @@ from flask_babel import Babel
 from workflow import units
 from workflow.calendar import BUSINESS_TZ
 from workflow.definition import Definition
+from workflow.errors import UnknownDefinition
 from workflow.registry import Registry
 
 LANGUAGES = ("vi", "en")
@@ -78,6 +79,13 @@ class Labels:
         if d is not None:
             return self._find(attr, code, None)
         return code
+
+    def definition(self, key: str, version: int) -> Definition | None:
+        """The definition version a case follows (None if it is not loaded)."""
+        try:
+            return self.registry.get(key, version)
+        except UnknownDefinition:  # a version no longer loaded only loses its own labels
+            return None
 
     def state(self, code: str, d: Definition | None = None) -> str:
         return self._find("states", code, d)

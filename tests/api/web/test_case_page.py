@@ -357,3 +357,28 @@ class TestActivity:
         page = text(officer.get(f"/cases/{case_id}"))
         assert "Đã ghi nhận: Ghi nhận di biến động." in page
         assert _count(app, AuditEvent, case_id=case_id, action="activity:movement_report") == 1
+
+
+class TestHandedOver:
+    def test_the_sending_commune_keeps_the_history_only(
+        self, app: Flask, people: People, officer: Browser, case_id: int, clock: Clock
+    ) -> None:
+        to_addicted(app, case_id, people.officer().actor, clock())
+        resp = officer.post(
+            f"/cases/{case_id}/activities/change_residence",
+            {"moved_date": "02/06/2025", "new_unit": OTHER_COMMUNE, "reason": "Chuyển nhà"},
+        )
+        assert resp.status_code == 303, text(resp)
+        resp = officer.get(f"/cases/{case_id}")
+        assert resp.status_code == 200
+        page = text(resp)
+        assert "Lịch sử hồ sơ đã chuyển đi" in page
+        assert "Hồ sơ này đã được chuyển đến Xã Văn Hiến, Nghệ An." in page
+        assert "Chuyển hồ sơ từ Xã Đô Lương, Nghệ An đến Xã Văn Hiến, Nghệ An" in page
+        assert "Trần Văn Bình" not in page  # no personal data, no forms
+        assert "/transitions/" not in resp.get_data(as_text=True)
+        assert _count(app, AccessLog, case_id=case_id, action="case.history") == 1
+        # the receiving commune has the whole case
+        receiving = people.officer(OTHER_COMMUNE).login()
+        page = text(receiving.get(f"/cases/{case_id}"))
+        assert "Trần Văn Bình" in page and "Ghi nhận di biến động" in page

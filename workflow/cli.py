@@ -172,7 +172,10 @@ def demo(n_cases: int, seed: int) -> None:
 @click.option("-o", "--output", type=click.Path(dir_okay=False), default=None)
 def report(unit, period_spec, start, end, fmt, output) -> None:  # noqa: ANN001
     """The plans' indicators for a unit and a period (JSON, CSV or XLSX)."""
+    from datetime import UTC, datetime
+
     from workflow.bootstrap import bootstrap
+    from workflow.calendar import business_date
     from workflow.report_export import export
     from workflow.reports import indicators, period
 
@@ -188,7 +191,13 @@ def report(unit, period_spec, start, end, fmt, output) -> None:  # noqa: ANN001
         _require_schema(services)
         with services.session_factory() as session:
             data = indicators(
-                session, services.registry, unit, first, last, calendar=services.cases.calendar
+                session,
+                services.registry,
+                unit,
+                first,
+                last,
+                today=business_date(datetime.now(UTC)),
+                calendar=services.cases.calendar,
             )
     except RehabflowError as exc:
         _fail(exc)

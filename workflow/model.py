@@ -21,6 +21,7 @@ from sqlalchemy import (
     String,
     Text,
     TypeDecorator,
+    text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
@@ -47,6 +48,7 @@ class UTCDateTime(TypeDecorator):
 
 
 JSONType = JSON().with_variant(JSONB(), "postgresql")
+STATE_CHANGE = "to_state IS NOT NULL AND (from_state IS NULL OR from_state <> to_state)"
 BigId = BigInteger().with_variant(Integer(), "sqlite")
 
 
@@ -155,6 +157,16 @@ class Document(Base):
     revoked_by: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
     revoke_reason: Mapped[str | None] = mapped_column(Text)
 
+    __table_args__ = (
+        Index(  # the few revoked documents (reports; migration 0005)
+            "ix_documents_revoked",
+            "case_id",
+            postgresql_where=text("revoked_at IS NOT NULL"),
+            sqlite_where=text("revoked_at IS NOT NULL"),
+            postgresql_include=["type"],
+        ),
+    )
+
 
 class ActivityRecord(Base):
     __tablename__ = "activity_records"
@@ -191,6 +203,11 @@ class Deadline(Base):
     __table_args__ = (
         Index("ix_deadlines_sweep", "status", "next_action_on"),
         Index("ix_deadlines_due", "status", "due_on"),
+        Index(  # reports (migration 0005)
+            "ix_deadlines_due_on",
+            "due_on",
+            postgresql_include=["key", "status", "closed_at", "case_id"],
+        ),
     )
 
 
@@ -216,6 +233,25 @@ class AuditEvent(Base):
     extra: Mapped[dict] = mapped_column(JSONType, default=dict)
     prev_hash: Mapped[str] = mapped_column(String(64))
     hash: Mapped[str] = mapped_column(String(64))
+
+    # the events that move a case, for the reports (migration 0005; workflow.reports)
+    __table_args__ = (
+        Index(
+            "ix_audit_state_changes",
+            "at",
+            postgresql_where=text(STATE_CHANGE),
+            sqlite_where=text(STATE_CHANGE),
+            postgresql_include=["case_id", "seq", "action", "definition", "from_state", "to_state"],
+        ),
+        Index(
+            "ix_audit_state_actions",
+            "action",
+            "at",
+            postgresql_where=text(STATE_CHANGE),
+            sqlite_where=text(STATE_CHANGE),
+            postgresql_include=["case_id", "seq"],
+        ),
+    )
 
 
 class AuditHead(Base):

@@ -1,21 +1,26 @@
 """Indicators of the local plans for a unit and a period, computed with aggregate SQL.
 
-Every figure is one grouped query over indexed columns (``audit_events.case_id``/``seq``,
-``activity_records (key, at)``, ``deadlines (status, due_on)``, ``cases (unit_code, ...)``);
-Python only loops over the few result rows (and over the court decisions of the period, for
-the working-day arithmetic of the holiday calendar).
+Every figure comes from a few grouped queries over indexed columns (the partial index
+``ix_audit_state_changes`` on ``audit_events (at)`` over the events that move a case,
+``activity_records (key, at)``, ``deadlines (status, due_on)``, ``cases (unit_code, ...)``,
+``documents`` revoked); Python only loops over the few result rows (and over the court
+decisions of the period, for the working-day arithmetic of the holiday calendar). Every figure
+also has a *drill key* (``report["drill"]`` maps the figure's path to it) and :func:`drill`
+lists the rows behind it: their number equals the figure exactly.
 
 Approach (what the figures mean):
 
 * **Period.** ``start`` and ``end`` are business dates (Asia/Ho_Chi_Minh), both included: the
   period runs from ``start`` 00:00 to ``end + 1 day`` 00:00, Vietnam time. ``period("2026H1")``
   is 15/12/2025-14/06/2026, ``period("2026H2")`` 15/06/2026-14/12/2026 and ``period("2026")``
-  15/12/2025-14/12/2026 (the plans' reporting year).
+  15/12/2025-14/12/2026 (the plans' reporting year). The *reporting year* of a period is the
+  year of its end, or the next one when it ends on or after 15/12.
 * **Group of a case at a moment t** = the group (in the case's definition) of the ``to_state``
-  of the case's last audit event before t that carries a ``to_state`` (case opened,
-  transitions; activities carry the unchanged state). It is reconstructed from the audit log
-  for *both* ends of the period, so a report on a past period gives the same figures today as
-  on the day it was first made (the current ``cases.state_group`` is not used for this).
+  of the case's last audit event before t that carries a ``to_state``. It is reconstructed from
+  the audit log, so a report on a past period gives the same figures today as on the day it
+  was first made. Counted from the other end: the state at t is the ``from_state`` of the
+  case's first event at or after t that moves it, or its current state when none has (the
+  counts: now, minus the entries into a group since t, plus the exits from it).
 * **New / ended in the period** count *entries into* and *exits from* a group: audit events in
   the period whose ``to_state`` is in the group and whose ``from_state`` is not (new), or the
   reverse (ended). They are counts of events, not of distinct people, so that for every
@@ -23,20 +28,26 @@ Approach (what the figures mean):
   in the period counts once in each).
 * **Absent from the locality** is not a state but a flag set by the ``report_absence`` and
   cleared by the ``report_return`` activities: a case is absent at t when its last such
-  activity before t is ``report_absence`` and its state at t is not terminal; new = absences
+  activity before t is ``report_absence`` and it was not closed before t; new = absences
   reported in the period, ended = returns reported in the period (the identity above does not
   hold for this group when an absent person's case is closed). Absent people also stay in their
   state's group.
+* **Trend**: for every calendar month of the period (the first and last ones cut to the
+  period), the people in each group at the end of the month (at the end of the period for the
+  last one) and the cases opened in it.
 * **Compulsory dossiers**: made = transitions into the ``compulsory_dossier`` group from outside
   it (``open_compulsory_dossier``, ``open_minor_dossier``; a dossier returned by the court or the
   labour office is not a new one); sent to court = ``transfer_to_court``; decided =
   ``decide_compulsory``; rejected = ``decide_not_send`` + ``terminate_review``. The working days
   from dossier to decision are measured for every court decision of the period (the three
-  decision transitions), from the case's latest dossier opening before it, with
+  decision transitions) that has a dossier opening before it, from the case's latest one, with
   ``WorkingCalendar.working_days_between`` on business dates.
 * **Complete management dossier** (a snapshot of *now*, not of ``end``): among the unit's open
-  cases (not in a terminal state), those holding an active (not revoked) document for every
-  document requirement shared by all the transitions leading into their current state.
+  cases, those holding an active (not revoked) document for every document requirement shared
+  by all the transitions leading into their current state. A case can only enter a state
+  through one of those transitions, which refuse to fire without the documents, and documents
+  are never deleted, only revoked; so only a case with a revoked document can lack one, and
+  only those cases are checked document by document (the others are complete).
 * **Support**: people who finished rehab in the period (entered ``rehab_completed``; distinct
   cases) and of them those with a ``support_given`` activity recorded before the end of the
   period (the activity is what sets the ``support_received`` field). Target 80 %.
@@ -53,32 +64,56 @@ Approach (what the figures mean):
   its first ``met_by`` transition), counted as met on time, met late, overdue and still open,
   or pending (open, not yet due on ``today``); cancelled-before-due deadlines are left out.
   overdue = met late + overdue open + cancelled after falling due.
+* **Targets** (:mod:`workflow.targets`): the plan of the unit for the reporting year, against
+  the actual figure of the period: for a group, the people in it at the start plus the entries
+  into it during the period (the plans count "lượt người"); % achieved = actual / plan.
+
+A unit is the case's *current* commune (``cases.unit_code``) or province.
 """
 
 from __future__ import annotations
 
+import base64
+import json
 import re
+from collections import Counter
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
 from sqlalchemy import (
     ColumnElement,
+    Integer,
+    Select,
     and_,
     case,
-    distinct,
     exists,
+    false,
     func,
     literal,
+    null,
     or_,
     select,
+    text,
+    union_all,
 )
+from sqlalchemy.dialects.postgresql import array as sa_array
 from sqlalchemy.orm import Session, aliased
 
 from workflow import units
-from workflow.calendar import BUSINESS_TZ, WorkingCalendar, business_date
+from workflow.actors import Actor
+from workflow.calendar import BUSINESS_TZ, WorkingCalendar
 from workflow.definition import Definition
 from workflow.errors import ValidationFailed
-from workflow.model import ActivityRecord, AuditEvent, Case, Deadline, Document
+from workflow.model import (
+    ActivityRecord,
+    AuditEvent,
+    Case,
+    Deadline,
+    Document,
+    Subject,
+    UTCDateTime,
+)
 from workflow.registry import Registry
 
 # the reporting groups of the plans, in the order of the report
@@ -92,8 +127,10 @@ REPORT_GROUPS = (
     "absent",
 )
 ABSENT = "absent"
-ABSENCE_ACTION = "activity:report_absence"
-RETURN_ACTION = "activity:report_return"
+STATE_GROUPS = tuple(g for g in REPORT_GROUPS if g != ABSENT)
+ABSENCE_ACTIVITY = "report_absence"
+RETURN_ACTIVITY = "report_return"
+OPENED = "case.opened"
 DOSSIER_GROUP = "compulsory_dossier"
 SENT_TO_COURT = ("transfer_to_court",)
 DECIDED = ("decide_compulsory",)
@@ -108,11 +145,16 @@ CHECK_IN_DEADLINE = "check_in_due"
 SUPPORT_TARGET = 0.8
 COMMITMENT_TARGET = 1.0
 OTHER = "other"
+UNKNOWN_AGENCY = "unknown"
+DEADLINE_OUTCOMES = ("due", "met_on_time", "met_late", "overdue_open", "pending", "overdue")
+GROUP_COLUMNS = ("at_start", "new", "ended", "at_end")
+MAX_PAGE = 200
 
 _HALF = re.compile(r"^(\d{4})H([12])$")
 _YEAR = re.compile(r"^(\d{4})$")
 
 
+# ---------------------------------------------------------------------------- periods
 def period(spec: str) -> tuple[date, date]:
     """The plans' reporting periods: ``"2026H1"`` → 15/12/2025–14/06/2026, ``"2026H2"`` →
     15/06/2026–14/12/2026, ``"2026"`` → 15/12/2025–14/12/2026."""
@@ -130,9 +172,35 @@ def period(spec: str) -> tuple[date, date]:
     )
 
 
+def reporting_year(end: date) -> int:
+    """The plans' year a period ending on ``end`` belongs to (it starts on 15/12 before)."""
+    return end.year + 1 if (end.month, end.day) >= (12, 15) else end.year
+
+
 def moment(day: date) -> datetime:
     """00:00 in Vietnam on ``day``, as an aware UTC datetime."""
     return datetime.combine(day, time(0), tzinfo=BUSINESS_TZ).astimezone(UTC)
+
+
+@dataclass(frozen=True)
+class Month:
+    """A calendar month of a period, cut to the period: ``first`` to ``last`` included."""
+
+    key: str  # "2026-01"
+    first: date
+    last: date
+
+
+def months(start: date, end: date) -> list[Month]:
+    """The calendar months of [start, end], the first and last ones cut to the period."""
+    out: list[Month] = []
+    first = start
+    while first <= end:
+        nxt = date(first.year + first.month // 12, first.month % 12 + 1, 1)
+        last = min(nxt - timedelta(days=1), end)
+        out.append(Month(f"{first.year}-{first.month:02d}", first, last))
+        first = nxt
+    return out
 
 
 def unit_level(unit: str | None) -> str:
@@ -154,18 +222,44 @@ def _unit_where(unit: str | None) -> list[ColumnElement[bool]]:
     return [Case.unit_code == unit]
 
 
-def _group_expr(registry: Registry, def_col: Any, state_col: Any) -> Any:
-    """SQL: the reporting group of (definition, state), ``'other'`` when none (or NULL)."""
-    whens = []
-    for d in registry.all():
-        by_group: dict[str, list[str]] = {}
-        for s in d.states.values():
-            by_group.setdefault(s.group, []).append(s.key)
-        for group, states in sorted(by_group.items()):
-            if group == OTHER:
+# ---------------------------------------------------------------------------- SQL pieces
+def state_change(ev: Any = AuditEvent) -> ColumnElement[bool]:
+    """The audit events that move a case: the predicate of the partial index
+    ``ix_audit_state_changes`` (migration 0005), written the same way so the planner uses it."""
+    return and_(
+        ev.to_state.is_not(None), or_(ev.from_state.is_(None), ev.from_state != ev.to_state)
+    )
+
+
+class _Groups:
+    """The reporting group of every (definition, state) of the registry."""
+
+    def __init__(self, registry: Registry) -> None:
+        self.of: dict[tuple[str, str], str] = {}
+        self.members: dict[str, dict[str, list[str]]] = {}
+        for d in registry.all():
+            for s in d.states.values():
+                self.of[(d.ref, s.key)] = s.group
+                self.members.setdefault(s.group, {}).setdefault(d.ref, []).append(s.key)
+
+    def group(self, ref: str | None, state: str | None) -> str:
+        if state is None or ref is None:
+            return OTHER
+        return self.of.get((ref, state), OTHER)
+
+    def member(self, def_col: Any, state_col: Any, groups: tuple[str, ...]) -> Any:
+        """SQL: (definition, state) is in one of ``groups`` (NULL state: false)."""
+        by_ref: dict[str, list[str]] = {}
+        for g in groups:
+            if g == OTHER:
                 continue
-            whens.append((and_(def_col == d.ref, state_col.in_(sorted(states))), literal(group)))
-    return case(*whens, else_=literal(OTHER)) if whens else literal(OTHER)
+            for ref, states in self.members.get(g, {}).items():
+                by_ref.setdefault(ref, []).extend(states)
+        conds = [
+            and_(def_col == ref, state_col.in_(sorted(states)))
+            for ref, states in sorted(by_ref.items())
+        ]
+        return and_(state_col.is_not(None), or_(*conds)) if conds else false()
 
 
 def _terminal_states(registry: Registry) -> list[str]:
@@ -185,6 +279,12 @@ def _dossier_openings(registry: Registry) -> list[str]:
     return sorted(keys)
 
 
+def _finishing(registry: Registry) -> list[str]:
+    return sorted(
+        {t.key for d in registry.all() for t in d.transitions.values() if t.dest in FINISHED_STATES}
+    )
+
+
 def _actions(keys: tuple[str, ...] | list[str]) -> list[str]:
     return [f"transition:{k}" for k in keys]
 
@@ -193,105 +293,13 @@ def _share(part: int, whole: int) -> float | None:
     return round(part / whole, 4) if whole else None
 
 
-class _Query:
-    """The pieces of SQL shared by the indicators of one report."""
-
-    def __init__(self, session: Session, registry: Registry, unit: str | None) -> None:
-        self.session = session
-        self.registry = registry
-        self.where = _unit_where(unit)
-
-    def last_state_event(self, t: datetime) -> Any:
-        """Subquery (case_id, seq): each case's last event with a to_state before ``t``."""
-        return (
-            select(AuditEvent.case_id, func.max(AuditEvent.seq).label("seq"))
-            .join(Case, Case.id == AuditEvent.case_id)
-            .where(AuditEvent.to_state.is_not(None), AuditEvent.at < t, *self.where)
-            .group_by(AuditEvent.case_id)
-            .subquery()
-        )
-
-    def groups_at(self, t: datetime) -> dict[str, int]:
-        last = self.last_state_event(t)
-        ev = aliased(AuditEvent)
-        group = _group_expr(self.registry, ev.definition, ev.to_state)
-        rows = self.session.execute(
-            select(group, func.count()).join(last, last.c.seq == ev.seq).group_by(group)
-        ).all()
-        counts = {g: n for g, n in rows}
-        counts[ABSENT] = self.absent_at(t, last)
-        return counts
-
-    def absent_at(self, t: datetime, last_state: Any) -> int:
-        last = (
-            select(AuditEvent.case_id, func.max(AuditEvent.seq).label("seq"))
-            .join(Case, Case.id == AuditEvent.case_id)
-            .where(AuditEvent.action.in_([ABSENCE_ACTION, RETURN_ACTION]), AuditEvent.at < t)
-            .where(*self.where)
-            .group_by(AuditEvent.case_id)
-            .subquery()
-        )
-        flag, state = aliased(AuditEvent), aliased(AuditEvent)
-        stmt = (
-            select(func.count())
-            .select_from(flag)
-            .join(last, last.c.seq == flag.seq)
-            .join(last_state, last_state.c.case_id == flag.case_id)
-            .join(state, state.seq == last_state.c.seq)
-            .where(
-                flag.action == ABSENCE_ACTION,
-                state.to_state.not_in(_terminal_states(self.registry)),
-            )
-        )
-        return int(self.session.execute(stmt).scalar_one())
-
-    def in_period(self, t0: datetime, t1: datetime) -> list[ColumnElement[bool]]:
-        return [AuditEvent.at >= t0, AuditEvent.at < t1, *self.where]
-
-    def moves(self, t0: datetime, t1: datetime) -> tuple[dict[str, int], dict[str, int]]:
-        """Entries into and exits from each group in [t0, t1)."""
-        g_to = _group_expr(self.registry, AuditEvent.definition, AuditEvent.to_state)
-        g_from = _group_expr(self.registry, AuditEvent.definition, AuditEvent.from_state)
-        base = (
-            select()
-            .select_from(AuditEvent)
-            .join(Case, Case.id == AuditEvent.case_id)
-            .where(AuditEvent.to_state.is_not(None), g_to != g_from, *self.in_period(t0, t1))
-        )
-        entries = dict(
-            self.session.execute(base.add_columns(g_to, func.count()).group_by(g_to)).all()
-        )
-        exits = dict(
-            self.session.execute(base.add_columns(g_from, func.count()).group_by(g_from)).all()
-        )
-        absences = self.action_counts([ABSENCE_ACTION, RETURN_ACTION], t0, t1)
-        entries[ABSENT] = absences.get(ABSENCE_ACTION, 0)
-        exits[ABSENT] = absences.get(RETURN_ACTION, 0)
-        return entries, exits
-
-    def action_counts(self, actions: list[str], t0: datetime, t1: datetime) -> dict[str, int]:
-        stmt = (
-            select(AuditEvent.action, func.count())
-            .join(Case, Case.id == AuditEvent.case_id)
-            .where(AuditEvent.action.in_(actions), *self.in_period(t0, t1))
-            .group_by(AuditEvent.action)
-        )
-        return {a: int(n) for a, n in self.session.execute(stmt).all()}
-
-    def distinct_cases(self, actions: list[str], t0: datetime, t1: datetime) -> int:
-        stmt = (
-            select(func.count(distinct(AuditEvent.case_id)))
-            .join(Case, Case.id == AuditEvent.case_id)
-            .where(AuditEvent.action.in_(actions), *self.in_period(t0, t1))
-        )
-        return int(self.session.execute(stmt).scalar_one())
-
-
-def _closed_day(session: Session) -> Any:
-    """SQL: the business date (Vietnam, UTC+7, no DST) of ``deadlines.closed_at``."""
+def _closed_late(session: Session) -> Any:
+    """SQL: the deadline was closed after its due date, in Vietnam (UTC+7, no DST): on or after
+    17:00 UTC of the due date. On PostgreSQL the report's transaction runs in UTC (see
+    :func:`_tune`), so the date-plus-interval is read as UTC without a zone lookup per row."""
     if session.get_bind().dialect.name == "postgresql":
-        return func.date(func.timezone("Asia/Ho_Chi_Minh", Deadline.closed_at))
-    return func.date(Deadline.closed_at, "+7 hours")
+        return Deadline.closed_at >= Deadline.due_on + text("interval '17 hours'")
+    return func.date(Deadline.closed_at, "+7 hours") > func.date(Deadline.due_on)
 
 
 def _deadline_agency(d: Definition, key: str) -> str | None:
@@ -311,6 +319,16 @@ def _deadline_agency(d: Definition, key: str) -> str | None:
     return None
 
 
+def deadline_agencies(registry: Registry) -> dict[str, str]:
+    """Deadline key → the agency type it is attributed to (the first definition that says)."""
+    out: dict[str, str] = {}
+    for d in registry.all():
+        for key in d.deadlines:
+            if key not in out and (agency := _deadline_agency(d, key)) is not None:
+                out[key] = agency
+    return out
+
+
 def _required_in_state(d: Definition, state: str) -> list[tuple[str, ...]]:
     """Document requirements shared by every transition into ``state``."""
     into = [t for t in d.transitions.values() if t.dest == state]
@@ -320,6 +338,458 @@ def _required_in_state(d: Definition, state: str) -> list[tuple[str, ...]]:
     return sorted(common)
 
 
+def _complete(registry: Registry) -> Any:
+    """SQL over ``cases``: the case holds every document its current state requires."""
+    conds = []
+    for d in registry.all():
+        for s in d.states.values():
+            if s.kind == "terminal":
+                continue
+            docs = [
+                exists().where(
+                    Document.case_id == Case.id,
+                    Document.revoked_at.is_(None),
+                    Document.type.in_(any_of),
+                )
+                for any_of in _required_in_state(d, s.key)
+            ]
+            conds.append(
+                and_(
+                    Case.definition_key == d.key,
+                    Case.definition_version == d.version,
+                    Case.state == s.key,
+                    *docs,
+                )
+            )
+    return or_(*conds) if conds else false()
+
+
+def _required_type(registry: Registry, type_col: Any) -> Any:
+    """SQL over ``cases``: ``type_col`` is a document type the case's current state requires."""
+    conds = []
+    for d in registry.all():
+        for s in d.states.values():
+            types = sorted({t for any_of in _required_in_state(d, s.key) for t in any_of})
+            if s.kind == "terminal" or not types:
+                continue
+            conds.append(
+                and_(
+                    Case.definition_key == d.key,
+                    Case.definition_version == d.version,
+                    Case.state == s.key,
+                    type_col.in_(types),
+                )
+            )
+    return or_(*conds) if conds else false()
+
+
+# ---------------------------------------------------------------------------- the scope
+class _Scope:
+    """A unit and a period: the SQL shared by the figures and their drill-downs."""
+
+    def __init__(
+        self,
+        session: Session,
+        registry: Registry,
+        unit: str | None,
+        start: date,
+        end: date,
+        today: date,
+    ) -> None:
+        if end < start:
+            raise ValidationFailed(
+                "the period ends before it starts", errors={"to": ["before from"]}
+            )
+        self.session, self.registry = session, registry
+        self.postgres = session.get_bind().dialect.name == "postgresql"
+        self.unit, self.level = unit, unit_level(unit)
+        self.where = _unit_where(unit)
+        self.start, self.end, self.today = start, end, today
+        self.t0, self.t1 = moment(start), moment(end + timedelta(days=1))
+        self.months = months(start, end)
+        # bucket b < M is month b of the period, [bounds[b], bounds[b + 1]); bucket M: after it
+        self.bounds = [self.t0] + [moment(m.last + timedelta(days=1)) for m in self.months]
+        self.groups = _Groups(registry)
+        self.openings = _actions(_dossier_openings(registry))
+        self.finishing = _actions(_finishing(registry))
+
+    # -- helpers
+    def scoped(self, stmt: Select, case_col: Any) -> Select:
+        """``stmt`` restricted to the unit (joining ``cases`` only when needed)."""
+        if not self.where:
+            return stmt
+        return stmt.join(Case, Case.id == case_col).where(*self.where)
+
+    def in_period(self, col: Any) -> list[ColumnElement[bool]]:
+        return [col >= self.t0, col < self.t1]
+
+    def scalar(self, stmt: Select) -> int:
+        return int(self.session.execute(stmt).scalar_one() or 0)
+
+    def bucket(self, col: Any) -> Any:
+        """SQL: the bucket of a moment since ``t0``: month b of the period, or M after it."""
+        if self.postgres:  # a binary search in one call instead of M comparisons
+            bounds = sa_array(self.bounds[1:], type_=UTCDateTime())
+            return func.width_bucket(col, bounds, type_=Integer())
+        return case(
+            *[(col < b, literal(i)) for i, b in enumerate(self.bounds[1:])],
+            else_=literal(len(self.months)),
+        )
+
+    # -- state changes: one pass over the events since the start of the period
+    def changes(self) -> list[Any]:
+        """(bucket, action, definition, from, to, count) of the moves since ``t0``."""
+        ev = AuditEvent
+        bucket = self.bucket(ev.at)
+        inner = self.scoped(
+            select(
+                bucket.label("bucket"),
+                ev.action,
+                ev.definition,
+                ev.from_state,
+                ev.to_state,
+            ).where(state_change(ev), ev.at >= self.t0),
+            ev.case_id,
+        ).subquery()
+        cols = [inner.c.bucket, inner.c.action, inner.c.definition]
+        cols += [inner.c.from_state, inner.c.to_state]
+        return list(self.session.execute(select(*cols, func.count()).group_by(*cols)).all())
+
+    def current(self) -> tuple[Counter[str], int]:
+        """The cases in each group now, and the open cases."""
+        is_open = func.coalesce(func.sum(case((Case.closed_at.is_(None), 1), else_=0)), 0)
+        stmt = select(Case.group, func.count(), is_open).where(*self.where).group_by(Case.group)
+        rows = self.session.execute(stmt).all()
+        return Counter({g: int(n) for g, n, _ in rows}), sum(int(o) for _, _, o in rows)
+
+    # -- absences: intervals from each report_absence to the case's next absence/return
+    def absence_intervals(self) -> Any:
+        ar = ActivityRecord
+        until = func.lead(ar.at, type_=UTCDateTime()).over(
+            partition_by=ar.case_id, order_by=(ar.at, ar.id)
+        )
+        return (
+            select(ar.id, ar.case_id, ar.key, ar.at, until.label("until"))
+            .where(ar.key.in_([ABSENCE_ACTIVITY, RETURN_ACTIVITY]))
+            .subquery()
+        )
+
+    @staticmethod
+    def absent_at(iv: Any, t: datetime) -> Any:
+        return and_(
+            iv.c.key == ABSENCE_ACTIVITY,
+            iv.c.at < t,
+            or_(iv.c.until.is_(None), iv.c.until >= t),
+            or_(Case.closed_at.is_(None), Case.closed_at >= t),
+        )
+
+    def absences(self) -> tuple[list[int], list[int], list[int]]:
+        """Absent people at every bound, and absences and returns reported in every month."""
+        iv = self.absence_intervals()
+
+        def n(cond: Any) -> Any:
+            return func.coalesce(func.sum(case((cond, 1), else_=0)), 0)
+
+        def reported(key: str, b: int) -> Any:
+            return n(and_(iv.c.key == key, iv.c.at >= self.bounds[b], iv.c.at < self.bounds[b + 1]))
+
+        months_ = range(len(self.months))
+        cols = [n(self.absent_at(iv, t)) for t in self.bounds]
+        cols += [reported(ABSENCE_ACTIVITY, b) for b in months_]
+        cols += [reported(RETURN_ACTIVITY, b) for b in months_]
+        stmt = select(*cols).select_from(iv).join(Case, Case.id == iv.c.case_id).where(*self.where)
+        row = [int(v or 0) for v in self.session.execute(stmt).one()]
+        k, m = len(self.bounds), len(self.months)
+        return row[:k], row[k : k + m], row[k + m :]
+
+    # -- populations: the rows behind a figure (case_id, ref, at, detail)
+    def group_at(self, t: datetime, groups: tuple[str, ...]) -> Select:
+        """Cases whose group at ``t`` is in ``groups`` (one row each)."""
+        if groups == (ABSENT,):
+            iv = self.absence_intervals()
+            return (
+                select(
+                    iv.c.case_id.label("case_id"),
+                    iv.c.id.label("ref"),
+                    iv.c.at.label("at"),
+                    literal(f"activity:{ABSENCE_ACTIVITY}").label("detail"),
+                )
+                .join(Case, Case.id == iv.c.case_id)
+                .where(self.absent_at(iv, t), *self.where)
+            )
+        ev = AuditEvent
+        cols = [literal(0).label("ref"), null().label("at"), null().label("detail")]
+        # not moved since t: the current group
+        moved = exists().where(ev.case_id == Case.id, state_change(ev), ev.at >= t)
+        unmoved = select(Case.id.label("case_id"), *cols).where(
+            Case.group.in_(groups), ~moved, *self.where
+        )
+        # moved since t: the state it left by its first move since t
+        rank = func.row_number().over(partition_by=ev.case_id, order_by=ev.seq)
+        first = (
+            select(ev.case_id, ev.definition, ev.from_state, rank.label("rank"))
+            .where(state_change(ev), ev.at >= t)
+            .subquery()
+        )
+        left = self.scoped(
+            select(first.c.case_id.label("case_id"), *cols).where(
+                first.c.rank == 1,
+                self.groups.member(first.c.definition, first.c.from_state, groups),
+            ),
+            first.c.case_id,
+        )
+        return union(unmoved, left)
+
+    def events(self, *conds: Any, distinct_cases: bool = False) -> Select:
+        """Audit events that move a case, in the period, matching ``conds``."""
+        ev = AuditEvent
+        if distinct_cases:
+            cols: list[Any] = [
+                ev.case_id.label("case_id"),
+                literal(0).label("ref"),
+                null().label("at"),
+                null().label("detail"),
+            ]
+        else:
+            cols = [
+                ev.case_id.label("case_id"),
+                ev.seq.label("ref"),
+                ev.at.label("at"),
+                ev.action.label("detail"),
+            ]
+        stmt = self.scoped(
+            select(*cols).where(state_change(ev), *self.in_period(ev.at), *conds), ev.case_id
+        )
+        return stmt.distinct() if distinct_cases else stmt
+
+    def moves(self, group: str, *, entering: bool) -> Select:
+        """Entries into (or exits from) ``group`` in the period (absent: absences, returns)."""
+        if group == ABSENT:
+            return self.activities(ABSENCE_ACTIVITY if entering else RETURN_ACTIVITY)
+        ev = AuditEvent
+        into = self.groups.member(ev.definition, ev.to_state, (group,))
+        out = self.groups.member(ev.definition, ev.from_state, (group,))
+        cond = and_(into, ~out) if entering else and_(out, ~into)
+        return self.events(cond)
+
+    def activities(self, key: str) -> Select:
+        ar = ActivityRecord
+        return self.scoped(
+            select(
+                ar.case_id.label("case_id"),
+                ar.id.label("ref"),
+                ar.at.label("at"),
+                literal(f"activity:{key}").label("detail"),
+            ).where(ar.key == key, *self.in_period(ar.at)),
+            ar.case_id,
+        )
+
+    def opened_in(self, first: date, last: date) -> Select:
+        ev = AuditEvent
+        return self.scoped(
+            select(
+                ev.case_id.label("case_id"),
+                ev.seq.label("ref"),
+                ev.at.label("at"),
+                ev.action.label("detail"),
+            ).where(
+                state_change(ev),
+                ev.action == OPENED,
+                ev.at >= moment(first),
+                ev.at < moment(last + timedelta(days=1)),
+            ),
+            ev.case_id,
+        )
+
+    def timed_decisions(self) -> Select:
+        opened = aliased(AuditEvent)
+        has_opening = exists().where(
+            opened.case_id == AuditEvent.case_id,
+            opened.action.in_(self.openings),
+            opened.at <= AuditEvent.at,
+        )
+        return self.events(AuditEvent.action.in_(_actions(DECIDED + REJECTED)), has_opening)
+
+    def incomplete(self) -> Any:
+        """Subquery (case_id): open cases lacking a document their state requires. Only a
+        case with a revoked document of a type its state requires can (see the module
+        docstring), so the check starts from the few revoked documents."""
+        revoked = aliased(Document)
+        return (
+            select(Case.id.label("case_id"))
+            .join(revoked, revoked.case_id == Case.id)
+            .where(
+                revoked.revoked_at.is_not(None),
+                Case.closed_at.is_(None),
+                *self.where,
+                _required_type(self.registry, revoked.type),
+                ~_complete(self.registry),
+            )
+            .distinct()
+            .subquery()
+        )
+
+    def open_cases(self, which: str = "cases") -> Select:
+        cols = [literal(0).label("ref"), null().label("at"), null().label("detail")]
+        if which == "incomplete":
+            inc = self.incomplete()
+            return select(inc.c.case_id, *cols)
+        stmt = select(Case.id.label("case_id"), *cols).where(Case.closed_at.is_(None), *self.where)
+        if which == "complete":
+            inc = self.incomplete()
+            stmt = stmt.where(Case.id.not_in(select(inc.c.case_id)))
+        return stmt
+
+    def had_activity(self, key: str) -> Any:
+        """Subquery: the cases with activity ``key`` before the end of the period (once each)."""
+        ar = ActivityRecord
+        stmt = select(ar.case_id).where(ar.key == key, ar.at < self.t1)
+        return self.scoped(stmt, ar.case_id).distinct().subquery()
+
+    def with_activity(self, pop: Select, key: str, present: bool) -> Select:
+        """``pop`` kept to the cases with (or without) activity ``key`` before the end."""
+        sub, has = pop.subquery(), self.had_activity(key)
+        return (
+            select(sub.c.case_id, sub.c.ref, sub.c.at, sub.c.detail)
+            .outerjoin(has, has.c.case_id == sub.c.case_id)
+            .where(has.c.case_id.is_not(None) if present else has.c.case_id.is_(None))
+        )
+
+    def finished(self) -> Select:
+        return self.events(AuditEvent.action.in_(self.finishing), distinct_cases=True)
+
+    # -- deadlines
+    def deadline_flags(self) -> tuple[Any, Any]:
+        late = case((_closed_late(self.session), 1), else_=0)
+        past = case((Deadline.due_on < self.today, 1), else_=0)
+        return late, past
+
+    def deadline_outcome(self, outcome: str) -> Any:
+        late, past = self.deadline_flags()
+        met, opened = Deadline.status == "met", Deadline.status == "open"
+        cancelled = Deadline.status == "cancelled"
+        return {
+            "due": or_(~cancelled, late == 1),
+            "met_on_time": and_(met, late == 0),
+            "met_late": and_(met, late == 1),
+            "overdue_open": and_(opened, past == 1),
+            "pending": and_(opened, past == 0),
+            "overdue": or_(
+                and_(met, late == 1), and_(opened, past == 1), and_(cancelled, late == 1)
+            ),
+        }[outcome]
+
+    def deadlines(self, keys: Any, outcome: str) -> Select:
+        """Deadlines due in the period, of ``keys`` (a condition on the key), by outcome."""
+        return self.scoped(
+            select(
+                Deadline.case_id.label("case_id"),
+                Deadline.id.label("ref"),
+                null().label("at"),
+                Deadline.key.label("detail"),
+            ).where(
+                Deadline.status.in_(["open", "met", "cancelled"]),
+                Deadline.due_on >= self.start,
+                Deadline.due_on <= self.end,
+                keys,
+                self.deadline_outcome(outcome),
+            ),
+            Deadline.case_id,
+        )
+
+    def deadline_rows(self) -> dict[str, dict[str, int]]:
+        """Per deadline key: the deadlines due in the period by outcome."""
+        late, past = self.deadline_flags()
+        stmt = (
+            select(Deadline.key, Deadline.status, late, past, func.count())
+            .where(
+                Deadline.status.in_(["open", "met", "cancelled"]),
+                Deadline.due_on >= self.start,
+                Deadline.due_on <= self.end,
+            )
+            .group_by(Deadline.key, Deadline.status, late, past)
+        )
+        out: dict[str, dict[str, int]] = {}
+        for key, status, is_late, is_past, n in self.session.execute(
+            self.scoped(stmt, Deadline.case_id)
+        ).all():
+            row = out.setdefault(key, _empty_deadline())
+            if status == "cancelled" and not is_late:
+                continue  # left the schedule before it fell due
+            row["due"] += n
+            if status == "met":
+                row["met_late" if is_late else "met_on_time"] += n
+            elif status == "open":
+                row["overdue_open" if is_past else "pending"] += n
+            if (
+                (status == "met" and is_late)
+                or (status == "open" and is_past)
+                or status == "cancelled"
+            ):
+                row["overdue"] += n
+        return out
+
+    def business_day(self, col: Any) -> Any:
+        """SQL: the business date (Vietnam) of a moment."""
+        if self.postgres:
+            return func.date(func.timezone("Asia/Ho_Chi_Minh", col))
+        return func.date(col, "+7 hours")
+
+    def dossier_days(self, calendar: WorkingCalendar) -> Counter[int]:
+        """Working days from the latest dossier opening to each court decision of the period
+        that has one: {working days: decisions}."""
+        ev, opened = AuditEvent, aliased(AuditEvent)
+        decisions = self.scoped(
+            select(ev.seq, ev.case_id, ev.at).where(
+                state_change(ev),
+                ev.action.in_(_actions(DECIDED + REJECTED)),
+                *self.in_period(ev.at),
+            ),
+            ev.case_id,
+        ).subquery()
+        timed = (
+            select(decisions.c.at.label("decided"), func.max(opened.at).label("started"))
+            .join(
+                opened,
+                and_(opened.case_id == decisions.c.case_id, opened.at <= decisions.c.at),
+            )
+            .where(state_change(opened), opened.action.in_(self.openings))
+            .group_by(decisions.c.seq, decisions.c.at)
+            .subquery()
+        )
+        days = select(
+            self.business_day(timed.c.started).label("a"),
+            self.business_day(timed.c.decided).label("b"),
+        ).subquery()
+        rows = self.session.execute(
+            select(days.c.a, days.c.b, func.count()).group_by(days.c.a, days.c.b)
+        ).all()
+        out: Counter[int] = Counter()
+        for a, b, n in rows:
+            a, b = _as_date(a), _as_date(b)
+            out[calendar.working_days_between(a, b)] += int(n)
+        return out
+
+
+def _as_date(value: Any) -> date:
+    return value if isinstance(value, date) else date.fromisoformat(str(value))
+
+
+def _parse_utc(value: Any) -> datetime:
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
+
+
+def _empty_deadline() -> dict[str, int]:
+    return dict.fromkeys(DEADLINE_OUTCOMES, 0)
+
+
+def _count(session: Session, pop: Select) -> int:
+    return int(session.execute(select(func.count()).select_from(pop.subquery())).scalar_one())
+
+
+# ---------------------------------------------------------------------------- the report
 def indicators(
     session: Session,
     registry: Registry,
@@ -327,162 +797,161 @@ def indicators(
     start: date,
     end: date,
     *,
-    today: date | None = None,
+    today: date,
     calendar: WorkingCalendar | None = None,
     lang: str = "vi",
 ) -> dict[str, Any]:
     """Every indicator of the plans for ``unit`` (commune, province or None: the country)
-    between ``start`` and ``end`` (business dates, both included). See the module docstring."""
-    if end < start:
-        raise ValidationFailed("the period ends before it starts", errors={"to": ["before from"]})
-    level = unit_level(unit)
-    today = today or business_date(datetime.now(UTC))
-    calendar = calendar or WorkingCalendar()
-    t0, t1 = moment(start), moment(end + timedelta(days=1))
-    q = _Query(session, registry, unit)
+    between ``start`` and ``end`` (business dates, both included), with the targets of the
+    reporting year, the monthly trend and the drill key of every figure (see the module
+    docstring). ``today`` decides which open deadlines are overdue."""
+    from workflow import targets as targets_mod
 
-    # -- people under management, by group
-    at_start, at_end = q.groups_at(t0), q.groups_at(t1)
-    entries, exits = q.moves(t0, t1)
+    calendar = calendar or WorkingCalendar()
+    q = _Scope(session, registry, unit, start, end, today)
+    _tune(session)
+    n_months = len(q.months)
     labels = _group_labels(registry, lang)
+
+    # -- people under management: one pass over the moves since the start of the period
+    entries = [Counter[str]() for _ in range(n_months + 1)]
+    exits = [Counter[str]() for _ in range(n_months + 1)]
+    actions: Counter[str] = Counter()
+    opened = [0] * n_months
+    for bucket, action, ref, frm, to, n in q.changes():
+        g_to, g_from = q.groups.group(ref, to), q.groups.group(ref, frm)
+        if g_to != g_from:
+            entries[bucket][g_to] += n
+            exits[bucket][g_from] += n
+        if bucket < n_months:
+            actions[action] += n
+            if action == OPENED:
+                opened[bucket] += n
+    now_in, n_open = q.current()
+    level = dict(now_in)
+    at: list[dict[str, int]] = [{} for _ in range(n_months + 1)]  # at bound b
+    for b in range(n_months, -1, -1):
+        for g in set(level) | set(entries[b]) | set(exits[b]):
+            level[g] = level.get(g, 0) - entries[b][g] + exits[b][g]
+        at[b] = dict(level)
+    absent_at, absences, returns = q.absences()
+    for b, n in enumerate(absent_at):
+        at[b][ABSENT] = n
+    new = Counter[str]()
+    ended = Counter[str]()
+    for b in range(n_months):
+        new.update(entries[b])
+        ended.update(exits[b])
+    new[ABSENT], ended[ABSENT] = sum(absences), sum(returns)
     groups = [
         {
             "group": g,
             "label": labels.get(g, g),
-            "at_start": at_start.get(g, 0),
-            "new": entries.get(g, 0),
-            "ended": exits.get(g, 0),
-            "at_end": at_end.get(g, 0),
+            "at_start": at[0].get(g, 0),
+            "new": new[g],
+            "ended": ended[g],
+            "at_end": at[n_months].get(g, 0),
         }
         for g in REPORT_GROUPS
     ]
+    trend = [
+        {
+            "month": m.key,
+            "from": m.first.isoformat(),
+            "to": m.last.isoformat(),
+            "groups": {g: at[i + 1].get(g, 0) for g in REPORT_GROUPS},
+            "total": sum(at[i + 1].get(g, 0) for g in STATE_GROUPS),
+            "new_cases": opened[i],
+        }
+        for i, m in enumerate(q.months)
+    ]
 
     # -- compulsory dossiers
-    openings = _actions(_dossier_openings(registry))
-    counted = q.action_counts(
-        openings + _actions(SENT_TO_COURT + DECIDED + REJECTED + RELAPSE), t0, t1
-    )
-
     def total(keys: list[str]) -> int:
-        return sum(counted.get(k, 0) for k in keys)
+        return sum(actions.get(k, 0) for k in keys)
 
-    days = _dossier_days(session, q, openings, t0, t1, calendar)
+    days = q.dossier_days(calendar)
+    n_timed, days_total = sum(days.values()), sum(d * n for d, n in days.items())
     compulsory = {
-        "dossiers_made": total(openings),
+        "dossiers_made": total(q.openings),
         "sent_to_court": total(_actions(SENT_TO_COURT)),
         "decided": total(_actions(DECIDED)),
         "rejected": total(_actions(REJECTED)),
-        "decisions_timed": len(days),
-        "working_days_total": sum(days),
-        "avg_working_days": round(sum(days) / len(days), 2) if days else None,
+        "decisions_timed": n_timed,
+        "working_days_total": days_total,
+        "avg_working_days": round(days_total / n_timed, 2) if n_timed else None,
         "max_working_days": max(days) if days else None,
     }
 
     # -- complete management dossier (snapshot of now)
-    dossier = _management_dossier(session, registry, q)
+    n_incomplete = q.scalar(select(func.count()).select_from(q.incomplete()))
+    dossier = {
+        "cases": n_open,
+        "complete": n_open - n_incomplete,
+        "incomplete": n_incomplete,
+        "share": _share(n_open - n_incomplete, n_open),
+    }
 
-    # -- support after rehab
-    finished_actions = _actions(
-        sorted(
-            {
-                t.key
-                for d in registry.all()
-                for t in d.transitions.values()
-                if t.dest in FINISHED_STATES
-            }
-        )
-    )
-    finished = (
-        select(AuditEvent.case_id)
-        .join(Case, Case.id == AuditEvent.case_id)
-        .where(AuditEvent.action.in_(finished_actions), *q.in_period(t0, t1))
-        .distinct()
-        .subquery()
-    )
-    supported = exists().where(
-        ActivityRecord.case_id == finished.c.case_id,
-        ActivityRecord.key == SUPPORT_ACTIVITY,
-        ActivityRecord.at < t1,
-    )
-    n_finished, n_supported = session.execute(
-        select(func.count(), func.coalesce(func.sum(case((supported, 1), else_=0)), 0)).select_from(
-            finished
-        )
-    ).one()
+    # -- support after rehab, family commitment at the end
+    support = _with_and_without(session, q, q.finished(), SUPPORT_ACTIVITY)
     support = {
-        "finished": int(n_finished),
-        "supported": int(n_supported),
-        "share": _share(int(n_supported), int(n_finished)),
+        "finished": support[0],
+        "supported": support[1],
+        "unsupported": support[0] - support[1],
+        "share": _share(support[1], support[0]),
         "target": SUPPORT_TARGET,
     }
-
-    # -- family commitment among the people in the commitment groups at the end
-    last = q.last_state_event(t1)
-    ev = aliased(AuditEvent)
-    group = _group_expr(registry, ev.definition, ev.to_state)
-    signed = exists().where(
-        ActivityRecord.case_id == ev.case_id,
-        ActivityRecord.key == COMMITMENT_ACTIVITY,
-        ActivityRecord.at < t1,
-    )
-    n_people, n_signed = session.execute(
-        select(func.count(), func.coalesce(func.sum(case((signed, 1), else_=0)), 0))
-        .select_from(ev)
-        .join(last, last.c.seq == ev.seq)
-        .where(group.in_(COMMITMENT_GROUPS))
-    ).one()
+    signed = _with_and_without(session, q, q.group_at(q.t1, COMMITMENT_GROUPS), COMMITMENT_ACTIVITY)
     commitment = {
-        "cases": int(n_people),
-        "signed": int(n_signed),
-        "share": _share(int(n_signed), int(n_people)),
+        "cases": signed[0],
+        "signed": signed[1],
+        "unsigned": signed[0] - signed[1],
+        "share": _share(signed[1], signed[0]),
         "target": COMMITMENT_TARGET,
     }
-
     relapses = {
         "events": total(_actions(RELAPSE)),
-        "cases": q.distinct_cases(_actions(RELAPSE), t0, t1),
+        "cases": _count(
+            session, q.events(AuditEvent.action.in_(_actions(RELAPSE)), distinct_cases=True)
+        ),
     }
 
     # -- check-ins and deadlines
-    done = session.execute(
-        select(func.count())
-        .select_from(ActivityRecord)
-        .join(Case, Case.id == ActivityRecord.case_id)
-        .where(
-            ActivityRecord.key == CHECK_IN_ACTIVITY,
-            ActivityRecord.at >= t0,
-            ActivityRecord.at < t1,
-            *q.where,
+    done = q.scalar(
+        q.scoped(
+            select(func.count())
+            .select_from(ActivityRecord)
+            .where(ActivityRecord.key == CHECK_IN_ACTIVITY, *q.in_period(ActivityRecord.at)),
+            ActivityRecord.case_id,
         )
-    ).scalar_one()
-    per_key = _deadline_rows(session, q, start, end, today)
+    )
+    per_key = q.deadline_rows()
     check = per_key.get(CHECK_IN_DEADLINE, _empty_deadline())
     check_ins = {
-        "done": int(done),
+        "done": done,
         "due": check["due"],
         "met_on_time": check["met_on_time"],
         "missed": check["overdue"],
     }
+    agency_of = deadline_agencies(registry)
     agency_labels = _agency_labels(registry, lang)
     by_agency: dict[str, dict[str, int]] = {}
     for key, row in per_key.items():
-        agency = next(
-            (a for d in registry.all() if (a := _deadline_agency(d, key)) is not None), "unknown"
-        )
-        acc = by_agency.setdefault(agency, _empty_deadline())
+        acc = by_agency.setdefault(agency_of.get(key, UNKNOWN_AGENCY), _empty_deadline())
         for k, v in row.items():
             acc[k] += v
     deadlines = [
         {"agency": a, "label": agency_labels.get(a, a), **by_agency[a]} for a in sorted(by_agency)
     ]
 
-    return {
+    report: dict[str, Any] = {
         "unit": unit,
-        "unit_level": level,
+        "unit_level": q.level,
         "unit_label": units.label(unit) if unit else "Toàn quốc",
         "from": start.isoformat(),
         "to": end.isoformat(),
         "today": today.isoformat(),
+        "year": reporting_year(end),
         "groups": groups,
         "compulsory": compulsory,
         "management_dossier": dossier,
@@ -491,7 +960,33 @@ def indicators(
         "relapses": relapses,
         "check_ins": check_ins,
         "deadlines": deadlines,
+        "trend": trend,
     }
+    report["targets"] = targets_mod.plan_vs_actual(session, registry, report, lang=lang)
+    report["drill"] = drill_keys(report)
+    return report
+
+
+def _tune(session: Session) -> None:
+    """PostgreSQL settings for the report's transaction only: no JIT (compiling these wide
+    CASE/EXISTS expressions to machine code costs seconds and saves nothing here), UTC as the
+    session zone (see :func:`_closed_late`), memory for the hash joins of a whole country."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SET LOCAL jit = off"))
+        session.execute(text("SET LOCAL timezone = 'UTC'"))
+        session.execute(text("SET LOCAL work_mem = '64MB'"))
+
+
+def _with_and_without(session: Session, q: _Scope, pop: Select, key: str) -> tuple[int, int]:
+    """(cases of ``pop``, those with activity ``key`` before the end of the period)."""
+    sub = pop.subquery()
+    has = q.had_activity(key)
+    n, n_with = session.execute(
+        select(func.count(), func.count(has.c.case_id))
+        .select_from(sub)
+        .outerjoin(has, has.c.case_id == sub.c.case_id)
+    ).one()
+    return int(n), int(n_with)
 
 
 def _group_labels(registry: Registry, lang: str) -> dict[str, str]:
@@ -517,112 +1012,284 @@ def _text(label: Any, lang: str) -> str:
     return str(value if value is not None else label)
 
 
-def _dossier_days(
-    session: Session,
-    q: _Query,
-    openings: list[str],
-    t0: datetime,
-    t1: datetime,
-    calendar: WorkingCalendar,
-) -> list[int]:
-    """Working days from the latest dossier opening to each court decision of the period."""
-    opened = aliased(AuditEvent)
-    started = (
-        select(func.max(opened.at))
-        .where(
-            opened.case_id == AuditEvent.case_id,
-            opened.action.in_(openings),
-            opened.at <= AuditEvent.at,
-        )
-        .scalar_subquery()
-    )
-    rows = session.execute(
-        select(AuditEvent.at, started)
-        .join(Case, Case.id == AuditEvent.case_id)
-        .where(AuditEvent.action.in_(_actions(DECIDED + REJECTED)), *q.in_period(t0, t1))
-    ).all()
-    out = []
-    for decided_at, started_at in rows:
-        if started_at is None:
-            continue
-        if started_at.tzinfo is None:  # a scalar subquery loses the column's type on SQLite
-            started_at = _parse_utc(started_at)
-        out.append(
-            calendar.working_days_between(business_date(started_at), business_date(decided_at))
-        )
-    return out
+# ---------------------------------------------------------------------------- drill keys
+_DERIVED = {
+    "compulsory": {
+        "working_days_total": "decisions_timed",
+        "avg_working_days": "decisions_timed",
+        "max_working_days": "decisions_timed",
+    },
+    "management_dossier": {"share": "cases"},
+    "support": {"share": "finished", "target": None},
+    "family_commitment": {"share": "cases", "target": None},
+}
+_SECTIONS = ("compulsory", "management_dossier", "support", "family_commitment", "relapses")
 
 
-def _parse_utc(value: Any) -> datetime:
-    if isinstance(value, str):
-        value = datetime.fromisoformat(value)
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
+def drill_keys(report: dict[str, Any]) -> dict[str, str | None]:
+    """Figure path → drill key, for every figure of ``report``. A count's key is its own path
+    (the drill lists exactly that many rows); a derived figure (share, average) points to the
+    rows it is computed over; a plan has none."""
+    keys: dict[str, str | None] = {}
+    for g in report["groups"]:
+        for col in GROUP_COLUMNS:
+            keys[f"groups.{g['group']}.{col}"] = f"groups.{g['group']}.{col}"
+    for section in _SECTIONS:
+        derived = _DERIVED.get(section, {})
+        for k in report[section]:
+            if k in derived:
+                target = derived[k]
+                keys[f"{section}.{k}"] = f"{section}.{target}" if target else None
+            else:
+                keys[f"{section}.{k}"] = f"{section}.{k}"
+    for k in report["check_ins"]:
+        keys[f"check_ins.{k}"] = f"check_ins.{k}"
+    for row in report["deadlines"]:
+        for outcome in DEADLINE_OUTCOMES:
+            path = f"deadlines.{row['agency']}.{outcome}"
+            keys[path] = path
+    for m in report["trend"]:
+        for g in REPORT_GROUPS:
+            keys[f"trend.{m['month']}.{g}"] = f"trend.{m['month']}.{g}"
+        for k in ("total", "new_cases"):
+            keys[f"trend.{m['month']}.{k}"] = f"trend.{m['month']}.{k}"
+    for t in report.get("targets", []):
+        keys[f"targets.{t['indicator']}.plan"] = None
+        keys[f"targets.{t['indicator']}.actual"] = t["drill"]
+        keys[f"targets.{t['indicator']}.achieved"] = t["drill"]
+    return keys
 
 
-def _management_dossier(session: Session, registry: Registry, q: _Query) -> dict[str, Any]:
-    conds = []
+def figure_value(report: dict[str, Any], path: str) -> Any:
+    """The value at ``path`` (as in ``report["drill"]``) of ``report``."""
+    parts = path.split(".")
+    if parts[0] in ("groups", "deadlines", "targets"):
+        field = {"groups": "group", "deadlines": "agency", "targets": "indicator"}[parts[0]]
+        row = next(r for r in report[parts[0]] if r[field] == parts[1])
+        return row[parts[2]]
+    if parts[0] == "trend":
+        m = next(r for r in report["trend"] if r["month"] == parts[1])
+        return m["groups"][parts[2]] if parts[2] in m["groups"] else m[parts[2]]
+    return report[parts[0]][parts[1]]
+
+
+# ---------------------------------------------------------------------------- drill-down
+def may_drill(actor: Actor, registry: Registry) -> bool:
+    """Who may list the cases behind a figure: the system and the state agencies (an agency
+    type with a level in the definitions), not families or mentors (level "none")."""
+    if actor.is_system:
+        return True
     for d in registry.all():
-        for s in d.states.values():
-            if s.kind == "terminal":
-                continue
-            docs = [
-                exists().where(
-                    Document.case_id == Case.id,
-                    Document.revoked_at.is_(None),
-                    Document.type.in_(any_of),
-                )
-                for any_of in _required_in_state(d, s.key)
-            ]
-            conds.append(
-                and_(
-                    Case.definition_key == d.key,
-                    Case.definition_version == d.version,
-                    Case.state == s.key,
-                    *docs,
-                )
-            )
-    complete = or_(*conds) if conds else literal(False)
-    n, n_complete = session.execute(
-        select(func.count(), func.coalesce(func.sum(case((complete, 1), else_=0)), 0)).where(
-            Case.closed_at.is_(None), *q.where
-        )
-    ).one()
-    return {"cases": int(n), "complete": int(n_complete), "share": _share(int(n_complete), int(n))}
+        agency = d.agency_types.get(actor.agency_type)
+        if agency is not None:
+            return agency.level != "none"
+    return False
 
 
-def _empty_deadline() -> dict[str, int]:
-    return {
-        "due": 0,
-        "met_on_time": 0,
-        "met_late": 0,
-        "overdue_open": 0,
-        "pending": 0,
-        "overdue": 0,
+def _bad(figure: str, why: str = "unknown figure") -> ValidationFailed:
+    return ValidationFailed(f"unknown figure {figure!r}", errors={"figure": [why]})
+
+
+def population(q: _Scope, figure: str) -> Select:
+    """The rows behind ``figure`` (a drill key): columns case_id, ref, at, detail."""
+    parts = figure.split(".")
+    section = parts[0]
+    if section == "groups" and len(parts) == 3 and parts[2] in GROUP_COLUMNS:
+        g, col = parts[1], parts[2]
+        if g not in q.groups.members and g != ABSENT:
+            raise _bad(figure, "unknown group")
+        if col == "at_start":
+            return q.group_at(q.t0, (g,))
+        if col == "at_end":
+            return q.group_at(q.t1, (g,))
+        return q.moves(g, entering=col == "new")
+    if section == "trend" and len(parts) == 3:
+        idx = next((i for i, m in enumerate(q.months) if m.key == parts[1]), None)
+        if idx is None:
+            raise _bad(figure, "month outside the period")
+        m, t = q.months[idx], q.bounds[idx + 1]
+        if parts[2] == "new_cases":
+            return q.opened_in(m.first, m.last)
+        if parts[2] == "total":
+            return q.group_at(t, STATE_GROUPS)
+        if parts[2] in REPORT_GROUPS:
+            return q.group_at(t, (parts[2],))
+        raise _bad(figure)
+    if section == "deadlines" and len(parts) == 3 and parts[2] in DEADLINE_OUTCOMES:
+        agency_of = deadline_agencies(q.registry)
+        if parts[1] == UNKNOWN_AGENCY:
+            keys = Deadline.key.not_in(sorted(agency_of)) if agency_of else literal(True)
+        else:
+            keys = Deadline.key.in_(sorted(k for k, a in agency_of.items() if a == parts[1]))
+        return q.deadlines(keys, parts[2])
+    if section == "targets" and len(parts) == 3 and parts[2] == "actual":
+        from workflow import targets as targets_mod
+
+        return targets_mod.actual_population(q, parts[1], figure)
+    if len(parts) != 2:
+        raise _bad(figure)
+    key = parts[1]
+    ev = AuditEvent
+    simple: dict[str, dict[str, Any]] = {
+        "compulsory": {
+            "dossiers_made": lambda: q.events(ev.action.in_(q.openings)),
+            "sent_to_court": lambda: q.events(ev.action.in_(_actions(SENT_TO_COURT))),
+            "decided": lambda: q.events(ev.action.in_(_actions(DECIDED))),
+            "rejected": lambda: q.events(ev.action.in_(_actions(REJECTED))),
+            "decisions_timed": q.timed_decisions,
+        },
+        "management_dossier": {
+            "cases": lambda: q.open_cases("cases"),
+            "complete": lambda: q.open_cases("complete"),
+            "incomplete": lambda: q.open_cases("incomplete"),
+        },
+        "support": {
+            "finished": q.finished,
+            "supported": lambda: q.with_activity(q.finished(), SUPPORT_ACTIVITY, True),
+            "unsupported": lambda: q.with_activity(q.finished(), SUPPORT_ACTIVITY, False),
+        },
+        "family_commitment": {
+            "cases": lambda: q.group_at(q.t1, COMMITMENT_GROUPS),
+            "signed": lambda: q.with_activity(
+                q.group_at(q.t1, COMMITMENT_GROUPS), COMMITMENT_ACTIVITY, True
+            ),
+            "unsigned": lambda: q.with_activity(
+                q.group_at(q.t1, COMMITMENT_GROUPS), COMMITMENT_ACTIVITY, False
+            ),
+        },
+        "relapses": {
+            "events": lambda: q.events(ev.action.in_(_actions(RELAPSE))),
+            "cases": lambda: q.events(ev.action.in_(_actions(RELAPSE)), distinct_cases=True),
+        },
+        "check_ins": {
+            "done": lambda: q.activities(CHECK_IN_ACTIVITY),
+            "due": lambda: q.deadlines(Deadline.key == CHECK_IN_DEADLINE, "due"),
+            "met_on_time": lambda: q.deadlines(Deadline.key == CHECK_IN_DEADLINE, "met_on_time"),
+            "missed": lambda: q.deadlines(Deadline.key == CHECK_IN_DEADLINE, "overdue"),
+        },
     }
+    make = simple.get(section, {}).get(key)
+    if make is None:
+        raise _bad(figure)
+    return make()
 
 
-def _deadline_rows(
-    session: Session, q: _Query, start: date, end: date, today: date
-) -> dict[str, dict[str, int]]:
-    """Per deadline key: the deadlines due in [start, end] by outcome."""
-    late = case((_closed_day(session) > func.date(Deadline.due_on), 1), else_=0)
-    past = case((Deadline.due_on < today, 1), else_=0)
+def _encode(case_id: int, ref: int) -> str:
+    raw = json.dumps([case_id, ref]).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode(cursor: str) -> tuple[int, int]:
+    try:
+        value = json.loads(base64.urlsafe_b64decode((cursor + "=" * (-len(cursor) % 4)).encode()))
+        case_id, ref = value
+        if not isinstance(case_id, int) or not isinstance(ref, int):
+            raise ValueError
+        return case_id, ref
+    except (ValueError, TypeError, json.JSONDecodeError):
+        raise ValidationFailed("invalid cursor", errors={"cursor": ["invalid cursor"]}) from None
+
+
+def drill(
+    session: Session,
+    registry: Registry,
+    unit: str | None,
+    start: date,
+    end: date,
+    figure: str,
+    *,
+    today: date,
+    actor: Actor,
+    routed_states: frozenset[str] = frozenset(),
+    limit: int = 50,
+    cursor: str | None = None,
+) -> dict[str, Any]:
+    """The rows behind ``figure`` of the report of ``unit`` and the period, one page at a time
+    (newest case first): ``{"figure", "count", "items", "next"}``; ``count`` equals the figure.
+
+    A row is a case (id, number, state, group, version, unit) and, for figures that count
+    events, deadlines or activities, the event/deadline/activity itself (``ref``, ``at``,
+    ``detail``), so a case may appear more than once. The subject's name is given only for the
+    cases the actor may open (the rule of the case list); other personal data never."""
+    if not 1 <= limit <= MAX_PAGE:
+        raise ValidationFailed("invalid limit", errors={"limit": [f"1 to {MAX_PAGE}"]})
+    q = _Scope(session, registry, unit, start, end, today)
+    _tune(session)
+    pop = population(q, figure).subquery()
+    count = int(session.execute(select(func.count()).select_from(pop)).scalar_one())
+    visible = _visible(actor, routed_states)
     stmt = (
-        select(Deadline.key, Deadline.status, late, past, func.count())
-        .join(Case, Case.id == Deadline.case_id)
-        .where(Deadline.due_on >= start, Deadline.due_on <= end, *q.where)
-        .group_by(Deadline.key, Deadline.status, late, past)
+        select(
+            pop.c.case_id,
+            pop.c.ref,
+            pop.c.at,
+            pop.c.detail,
+            Case.number,
+            Case.state,
+            Case.group,
+            Case.version,
+            Case.definition_key,
+            Case.definition_version,
+            Case.unit_code,
+            Case.province_code,
+            case((visible, Subject.full_name), else_=null()).label("full_name"),
+        )
+        .join(Case, Case.id == pop.c.case_id)
+        .join(Subject, Subject.id == Case.subject_id)
     )
-    out: dict[str, dict[str, int]] = {}
-    for key, status, is_late, is_past, n in session.execute(stmt).all():
-        row = out.setdefault(key, _empty_deadline())
-        if status == "cancelled" and not is_late:
-            continue  # left the schedule before it fell due
-        row["due"] += n
-        if status == "met":
-            row["met_late" if is_late else "met_on_time"] += n
-        elif status == "open":
-            row["overdue_open" if is_past else "pending"] += n
-        if (status == "met" and is_late) or (status == "open" and is_past) or status == "cancelled":
-            row["overdue"] += n
-    return out
+    if cursor:
+        after_case, after_ref = _decode(cursor)
+        stmt = stmt.where(
+            or_(
+                pop.c.case_id < after_case,
+                and_(pop.c.case_id == after_case, pop.c.ref < after_ref),
+            )
+        )
+    rows = session.execute(
+        stmt.order_by(pop.c.case_id.desc(), pop.c.ref.desc()).limit(limit + 1)
+    ).all()
+    nxt = _encode(rows[limit - 1].case_id, rows[limit - 1].ref) if len(rows) > limit else None
+    items = [
+        {
+            "id": r.case_id,
+            "number": r.number,
+            "state": r.state,
+            "group": r.group,
+            "version": r.version,
+            "definition": {"key": r.definition_key, "version": r.definition_version},
+            "unit_code": r.unit_code,
+            "province_code": r.province_code,
+            "full_name": r.full_name,
+            "ref": r.ref or None,
+            "at": _as_utc(r.at),
+            "detail": r.detail,
+        }
+        for r in rows[:limit]
+    ]
+    return {"figure": figure, "count": count, "items": items, "next": nxt}
+
+
+def _as_utc(value: Any) -> datetime | None:
+    if value is None:
+        return None
+    return _parse_utc(value)
+
+
+def _visible(actor: Actor, routed_states: frozenset[str]) -> Any:
+    """SQL: the actor may open the case (the rule of the case list, workflow.queries)."""
+    if actor.is_system:
+        return literal(True)
+    acted = exists().where(AuditEvent.case_id == Case.id, AuditEvent.agency_id == actor.agency_id)
+    return or_(
+        Case.unit_code.in_(sorted(actor.units)),
+        and_(
+            Case.province_code.in_(sorted(actor.units)),
+            or_(Case.state.in_(sorted(routed_states)), acted),
+        ),
+    )
+
+
+def union(*pops: Select) -> Select:
+    """The rows of several populations together (UNION ALL)."""
+    sub = union_all(*pops).subquery()
+    return select(sub.c.case_id, sub.c.ref, sub.c.at, sub.c.detail)

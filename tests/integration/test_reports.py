@@ -151,9 +151,21 @@ def test_commune_known_answers(world, service, registry) -> None:  # noqa: ANN00
         "avg_working_days": 12.0,
         "max_working_days": 12,
     }
-    assert r["management_dossier"] == {"cases": 2, "complete": 2, "share": 1.0}
-    assert r["support"] == {"finished": 0, "supported": 0, "share": None, "target": 0.8}
-    assert r["family_commitment"] == {"cases": 1, "signed": 1, "share": 1.0, "target": 1.0}
+    assert r["management_dossier"] == {"cases": 2, "complete": 2, "incomplete": 0, "share": 1.0}
+    assert r["support"] == {
+        "finished": 0,
+        "supported": 0,
+        "unsupported": 0,
+        "share": None,
+        "target": 0.8,
+    }
+    assert r["family_commitment"] == {
+        "cases": 1,
+        "signed": 1,
+        "unsigned": 0,
+        "share": 1.0,
+        "target": 1.0,
+    }
     assert r["relapses"] == {"events": 1, "cases": 1}
     # A: 09/02 met, 05/03 missed; B: 04/01 missed (cancelled by the relapse after it fell due)
     assert r["check_ins"] == {"done": 1, "due": 3, "met_on_time": 1, "missed": 2}
@@ -179,8 +191,20 @@ def test_other_commune_known_answers(world, service, registry) -> None:  # noqa:
         "illegal_use": (0, 1, 0, 1),
         "absent": (0, 1, 0, 1),
     }
-    assert r["support"] == {"finished": 1, "supported": 1, "share": 1.0, "target": 0.8}
-    assert r["family_commitment"] == {"cases": 1, "signed": 0, "share": 0.0, "target": 1.0}
+    assert r["support"] == {
+        "finished": 1,
+        "supported": 1,
+        "unsupported": 0,
+        "share": 1.0,
+        "target": 0.8,
+    }
+    assert r["family_commitment"] == {
+        "cases": 1,
+        "signed": 0,
+        "unsigned": 1,
+        "share": 0.0,
+        "target": 1.0,
+    }
     assert r["check_ins"] == {"done": 1, "due": 1, "met_on_time": 0, "missed": 1}
     assert r["compulsory"]["dossiers_made"] == 0 and r["compulsory"]["avg_working_days"] is None
     assert deadlines(r) == {"commune_pc": (2, 1, 1, 1)}
@@ -214,6 +238,8 @@ def test_province_is_the_sum_of_its_communes(world, service, registry) -> None: 
 def test_a_period_before_the_changes(world, service, registry) -> None:  # noqa: ANN001
     """A past period is reconstructed from the audit log, not from the current state."""
     with service.uow(read_only=True) as uow:
-        r = indicators(uow.session, registry, COMMUNE, date(2025, 11, 1), date(2025, 12, 31))
+        r = indicators(
+            uow.session, registry, COMMUNE, date(2025, 11, 1), date(2025, 12, 31), today=TODAY
+        )
     assert groups(r)["illegal_use"] == (0, 2, 0, 2)  # A (04/11) and C (22/12)
     assert groups(r)["substitution"] == (0, 1, 0, 1)  # B (04/12)

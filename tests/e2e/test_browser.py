@@ -63,7 +63,10 @@ def base_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     from waitress.server import create_server
 
     data_dir = tmp_path_factory.mktemp("browser-data")
-    app = create_app({"REHABFLOW_ENV": {"REHABFLOW_DATA_DIR": str(data_dir)}})
+    # the production cookie (Secure): Chromium keeps Secure cookies of http://127.0.0.1
+    app = create_app(
+        {"REHABFLOW_ENV": {"REHABFLOW_DATA_DIR": str(data_dir)}, "REHABFLOW_COOKIE_SECURE": "1"}
+    )
     load_demo(app.extensions["rehabflow"], n_cases=4, seed=6)
     server = create_server(app, host="127.0.0.1", port=_free_port(), threads=4)
     thread = threading.Thread(target=server.run, daemon=True)
@@ -112,7 +115,7 @@ def test_officer_opens_and_advances_a_case_the_health_facility_then_sees_it(
     _shot(page, "01-login", full=False)
     _sign_in(page, base_url, "commune_police.officer")
     cookie = next(c for c in context.cookies() if c["name"] == "rehabflow_session")
-    assert cookie["httpOnly"] and cookie["sameSite"] == "Lax"
+    assert cookie["httpOnly"] and cookie["secure"] and cookie["sameSite"] == "Lax"
     _shot(page, "02-worklist")
 
     # 2. open a case

@@ -275,7 +275,7 @@ class Target:
 
     @classmethod
     def prepare(cls, engine: Engine, registry: Registry) -> Target:
-        schema.upgrade(engine)
+        ensure_schema(engine)
         factory = make_session_factory(engine)
         services = SimpleNamespace(session_factory=factory, registry=registry)
         for d in registry.versions(KEY):
@@ -284,6 +284,13 @@ class Target:
             users = {u: i for i, u in conn.execute(select(User.id, User.username)).all()}
             agencies = {c: i for i, c in conn.execute(select(Agency.id, Agency.code)).all()}
         return cls(engine, users, agencies)
+
+
+def ensure_schema(engine: Engine) -> None:
+    """Create the schema in an empty database; leave an existing one as it is (upgrading a
+    million-case database is ``rehabflow init-db``'s decision, not a benchmark's)."""
+    if schema.current_revision(engine) is None:
+        schema.upgrade(engine)
 
 
 def unit_chooser(rng: random.Random) -> Iterator[tuple[str, str]]:

@@ -1,11 +1,17 @@
 """Profile the engine's hot path: ``CaseService.advance`` on fresh cases.
 
     python -m bench.profile [--database-url URL] [--cases 300] [--top 30] [--pyinstrument]
+    python -m bench.profile --compare OLD_TREE [--rounds 3] [--database-url URL]
 
 Fills a private PostgreSQL schema (or, with ``sqlite``, a temporary SQLite file) with
 ``--cases`` pool cases through ``bench.generate``, fires ``request_determination`` on each
 under cProfile (or pyinstrument), and prints the mean time of one advance and the functions
 that cost the most. ``--no-profile`` only times (what before/after comparisons use).
+
+``--compare OLD_TREE`` measures before/after in one run: ``OLD_TREE`` holds the ``workflow``
+package of an earlier commit (``git archive <commit> workflow definitions | tar -x -C DIR``);
+rounds alternate old and current code (each a fresh process timing ``--cases`` advances,
+wall and CPU time) and the medians and their ratio are printed.
 """
 
 from __future__ import annotations
@@ -13,9 +19,11 @@ from __future__ import annotations
 import argparse
 import cProfile
 import io
+import json
 import os
 import pstats
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -38,7 +46,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--top", type=int, default=30)
     p.add_argument("--pyinstrument", action="store_true")
     p.add_argument("--no-profile", action="store_true")
+    p.add_argument("--json", action="store_true", help="print the timing as JSON")
+    p.add_argument("--compare", type=Path, default=None, help="tree of the old workflow package")
+    p.add_argument("--rounds", type=int, default=3)
     args = p.parse_args(argv)
+    if args.compare:
+        return compare(args)
     registry = Registry.from_directory(gen.DEFINITIONS)
     now = datetime.now(UTC)
     if args.database_url == "sqlite":
@@ -61,6 +74,7 @@ def _profile(engine, registry: Registry, now: datetime, args: argparse.Namespace
     for cid in ids[:20]:  # warm-up: connections, caches
         service.advance(cid, TRANSITION, form, actor, datetime.now(UTC))
     times: list[float] = []
+    cpu0 = time.process_time()
     prof = None
     if args.pyinstrument and not args.no_profile:
         from pyinstrument import Profiler
@@ -74,6 +88,10 @@ def _profile(engine, registry: Registry, now: datetime, args: argparse.Namespace
         t0 = time.perf_counter()
         service.advance(cid, TRANSITION, form, actor, datetime.now(UTC))
         times.append(time.perf_counter() - t0)
+    cpu = (time.process_time() - cpu0) / len(times)
+    if args.json:
+        print(json.dumps({"wall_ms": statistics.mean(times) * 1000, "cpu_ms": cpu * 1000}))
+        return
     if prof is not None:
         if args.pyinstrument:
             prof.stop()
@@ -90,6 +108,32 @@ def _profile(engine, registry: Registry, now: datetime, args: argparse.Namespace
         + (" (profiled)" if prof is not None else ""),
         file=sys.stderr,
     )
+
+
+def compare(args: argparse.Namespace) -> int:
+    """Alternate old and current code, each round in fresh processes; print the medians."""
+    root = Path(__file__).resolve().parent.parent
+    runs: dict[str, list[dict]] = {"before": [], "after": []}
+    for _ in range(args.rounds):
+        for label, path in (("before", f"{args.compare}:{root}"), ("after", str(root))):
+            cmd = [sys.executable, "-m", "bench.profile", "--no-profile", "--json"]
+            cmd += ["--cases", str(args.cases)]
+            if args.database_url:
+                cmd += ["--database-url", args.database_url]
+            env = {**os.environ, "PYTHONPATH": path}
+            out = subprocess.run(  # noqa: S603 - our own module
+                cmd, cwd=root, env=env, capture_output=True, text=True, check=True
+            ).stdout
+            runs[label].append(json.loads(out.strip().splitlines()[-1]))
+    summary = {
+        label: {k: round(statistics.median(r[k] for r in rs), 3) for k in ("wall_ms", "cpu_ms")}
+        for label, rs in runs.items()
+    }
+    for k in ("wall_ms", "cpu_ms"):
+        summary[f"{k}_after_to_before"] = round(summary["after"][k] / summary["before"][k], 3)
+    summary["rounds"] = runs
+    print(json.dumps(summary, indent=1))
+    return 0
 
 
 if __name__ == "__main__":

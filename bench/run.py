@@ -88,6 +88,24 @@ def quantiles(xs: list[float]) -> dict[str, float | None]:
     }
 
 
+def code_version() -> dict[str, Any]:
+    """The commit measured, and the files of the working tree that differ from it."""
+    import subprocess
+
+    def git(*args: str) -> str:
+        done = subprocess.run(  # noqa: S603 - fixed git command lines
+            ["git", *args],  # noqa: S607
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        return done.stdout.strip()
+
+    changed = [line[3:] for line in git("status", "--porcelain").splitlines() if line.strip()]
+    return {"commit": git("rev-parse", "--short", "HEAD"), "uncommitted": changed}
+
+
 def machine() -> dict[str, Any]:
     info: dict[str, Any] = {
         "python": platform.python_version(),
@@ -177,10 +195,9 @@ def pg_available() -> bool:
 
 
 def count_cases(engine: Engine) -> int:
-    from workflow import schema
     from workflow.model import Case
 
-    schema.upgrade(engine)
+    gen.ensure_schema(engine)
     with engine.connect() as conn:
         return conn.scalar(select(func.count()).select_from(Case)) or 0
 
@@ -692,6 +709,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "started_at": now.isoformat(timespec="seconds"),
         "quick": plan.quick,
         "machine": machine(),
+        "code": code_version(),
         "clients": "processes (multiprocessing spawn); HTTP load: threads",
         "sections": {},
         "skipped": {},

@@ -85,8 +85,10 @@ from sqlalchemy import (
     ColumnElement,
     Integer,
     Select,
+    String,
     and_,
     case,
+    cast,
     exists,
     false,
     func,
@@ -518,7 +520,7 @@ class _Scope:
                 .where(self.absent_at(iv, t), *self.where)
             )
         ev = AuditEvent
-        cols = [literal(0).label("ref"), null().label("at"), null().label("detail")]
+        cols = [literal(0).label("ref"), _no_at(), _no_detail()]
         # not moved since t: the current group
         moved = exists().where(ev.case_id == Case.id, state_change(ev), ev.at >= t)
         unmoved = select(Case.id.label("case_id"), *cols).where(
@@ -547,8 +549,8 @@ class _Scope:
             cols: list[Any] = [
                 ev.case_id.label("case_id"),
                 literal(0).label("ref"),
-                null().label("at"),
-                null().label("detail"),
+                _no_at(),
+                _no_detail(),
             ]
         else:
             cols = [
@@ -630,7 +632,7 @@ class _Scope:
         )
 
     def open_cases(self, which: str = "cases") -> Select:
-        cols = [literal(0).label("ref"), null().label("at"), null().label("detail")]
+        cols = [literal(0).label("ref"), _no_at(), _no_detail()]
         if which == "incomplete":
             inc = self.incomplete()
             return select(inc.c.case_id, *cols)
@@ -685,7 +687,7 @@ class _Scope:
             select(
                 Deadline.case_id.label("case_id"),
                 Deadline.id.label("ref"),
-                null().label("at"),
+                _no_at(),
                 Deadline.key.label("detail"),
             ).where(
                 Deadline.status.in_(["open", "met", "cancelled"]),
@@ -773,6 +775,15 @@ class _Scope:
 
 def _as_date(value: Any) -> date:
     return value if isinstance(value, date) else date.fromisoformat(str(value))
+
+
+def _no_at() -> Any:
+    """A typed NULL ``at`` column (PostgreSQL cannot type a bare NULL in a UNION)."""
+    return cast(null(), UTCDateTime()).label("at")
+
+
+def _no_detail() -> Any:
+    return cast(null(), String()).label("detail")
 
 
 def _parse_utc(value: Any) -> datetime:
@@ -963,6 +974,10 @@ def indicators(
         "trend": trend,
     }
     report["targets"] = targets_mod.plan_vs_actual(session, registry, report, lang=lang)
+    for row in report["targets"]:  # the unit's own share targets, when set
+        section = {"support_share": "support", "family_commitment_share": "family_commitment"}
+        if row["indicator"] in section:
+            report[section[row["indicator"]]]["target"] = round(row["plan"] / 100, 4)
     report["drill"] = drill_keys(report)
     return report
 

@@ -17,6 +17,11 @@ The period is 2026H1 (15/12/2025-14/06/2026); the report is made on 20/06/2026. 
 * E (17677): voluntary rehab at a facility from 04/12/2025 (term 12 months), completed
   01/04/2026, support given 02/04, post-rehab management decided 06/04 (check-in due 06/05
   missed).
+* On 10/06/2026 A's home-rehab decision is revoked: A's management dossier is incomplete.
+
+Targets for 2026: commune 17662 60 home/community rehab, 250 methadone (the plans' names for
+the groups), 2 compulsory dossiers, 90 % support; commune 17677 40 home/community rehab and 10
+illegal-use management; the province (40) 30 illegal-use management of its own.
 """
 
 from __future__ import annotations
@@ -24,16 +29,22 @@ from __future__ import annotations
 from datetime import date
 
 import pytest
+from sqlalchemy import select
 
+from workflow.actors import SYSTEM
 from workflow.calendar import WorkingCalendar
-from workflow.reports import indicators, period
+from workflow.model import Document
+from workflow.reports import drill, figure_value, indicators, period
+from workflow.targets import Targets
 
 from ..conftest import COMMUNE, PROVINCE
-from .helpers import Driver
+from .helpers import Driver, at
 
 OTHER = "17677"
 START, END = period("2026H1")
 TODAY = date(2026, 6, 20)
+REVOKED = date(2026, 6, 10)
+MONTHS = ["2025-12", "2026-01", "2026-02", "2026-03", "2026-04", "2026-05", "2026-06"]
 
 
 class OtherDriver(Driver):
@@ -101,6 +112,27 @@ def world(service, actors, registry):  # noqa: ANN001, ANN201
     drive.activity(e, "support_given", date(2026, 4, 2), support_type="loan")
     drive.fire(e, "decide_post_rehab", date(2026, 4, 6))
     ids["E"] = e
+
+    with service.uow(read_only=True) as uow:
+        decision = uow.session.execute(
+            select(Document.id).where(
+                Document.case_id == a, Document.type == "voluntary_home_decision"
+            )
+        ).scalar_one()
+    officer = actors.get("commune_pc", "officer")
+    service.revoke_document(a, decision, "signed by the wrong person", officer, at(REVOKED))
+
+    targets = Targets(service.session_factory, registry)
+    for unit, indicator, n in (
+        (COMMUNE, "home_community", 60),
+        (COMMUNE, "methadone", 250),
+        (COMMUNE, "dossiers_made", 2),
+        (COMMUNE, "support_share", 90),
+        (OTHER, "voluntary_home", 40),
+        (OTHER, "illegal_use", 10),
+        (PROVINCE, "illegal_use", 30),
+    ):
+        targets.set(SYSTEM, unit, 2026, indicator, n, at(date(2026, 1, 2)))
     return ids
 
 
@@ -151,13 +183,14 @@ def test_commune_known_answers(world, service, registry) -> None:  # noqa: ANN00
         "avg_working_days": 12.0,
         "max_working_days": 12,
     }
-    assert r["management_dossier"] == {"cases": 2, "complete": 2, "incomplete": 0, "share": 1.0}
+    # A lacks its (revoked) home-rehab decision; B's state requires nothing it lacks
+    assert r["management_dossier"] == {"cases": 2, "complete": 1, "incomplete": 1, "share": 0.5}
     assert r["support"] == {
         "finished": 0,
         "supported": 0,
         "unsupported": 0,
         "share": None,
-        "target": 0.8,
+        "target": 0.9,  # the commune's own target
     }
     assert r["family_commitment"] == {
         "cases": 1,
@@ -230,8 +263,24 @@ def test_province_is_the_sum_of_its_communes(world, service, registry) -> None: 
             summed[a] = [x + y for x, y in zip(summed.get(a, [0, 0, 0, 0]), row, strict=True)]
     assert deadlines(province) == {a: tuple(v) for a, v in summed.items()}
     assert province["family_commitment"]["share"] == 0.5
-    assert {k: v for k, v in country.items() if k not in ("unit", "unit_level", "unit_label")} == {
-        k: v for k, v in province.items() if k not in ("unit", "unit_level", "unit_label")
+    # targets: a province without a target of its own plans the sum of its communes'; the
+    # actual of a count is the sum of the communes' actuals
+    plans = [{t["indicator"]: t for t in p["targets"]} for p in parts]
+    for t in province["targets"]:
+        if t["kind"] == "people":  # at the start + entries
+            expected = sum(sum(groups(p)[t["indicator"]][:2]) for p in parts)
+        elif t["kind"] == "count":
+            expected = sum(figure_value(p, t["drill"]) for p in parts)
+        else:
+            continue
+        assert t["actual"] == expected, t
+        if t["source"] == "communes":
+            assert t["plan"] == sum(p[t["indicator"]]["plan"] for p in plans if t["indicator"] in p)
+    for m_p, m_c, m_o in zip(province["trend"], *(p["trend"] for p in parts), strict=True):
+        assert m_p["new_cases"] == m_c["new_cases"] + m_o["new_cases"]
+    same = ("unit", "unit_level", "unit_label", "targets", "drill")
+    assert {k: v for k, v in country.items() if k not in same} == {
+        k: v for k, v in province.items() if k not in same
     }
 
 
@@ -243,3 +292,177 @@ def test_a_period_before_the_changes(world, service, registry) -> None:  # noqa:
         )
     assert groups(r)["illegal_use"] == (0, 2, 0, 2)  # A (04/11) and C (22/12)
     assert groups(r)["substitution"] == (0, 1, 0, 1)  # B (04/12)
+
+
+def trend(r: dict) -> dict[str, tuple]:
+    """month -> (voluntary_home, substitution, illegal_use, voluntary_facility, post_rehab,
+    absent, total, new cases)."""
+    return {
+        m["month"]: (
+            m["groups"]["voluntary_home"],
+            m["groups"]["substitution"],
+            m["groups"]["illegal_use"],
+            m["groups"]["voluntary_facility"],
+            m["groups"]["post_rehab"],
+            m["groups"]["absent"],
+            m["total"],
+            m["new_cases"],
+        )
+        for m in r["trend"]
+    }
+
+
+def test_monthly_trend(world, service, registry) -> None:  # noqa: ANN001
+    r = report(service, registry, COMMUNE)
+    assert [(m["month"], m["from"], m["to"]) for m in r["trend"]][0] == (
+        "2025-12",
+        "2025-12-15",
+        "2025-12-31",
+    )
+    assert r["trend"][-1]["to"] == "2026-06-14"
+    # vh, sub, iu, vf, pr, absent, total, new
+    assert trend(r) == {
+        "2025-12": (0, 1, 2, 0, 0, 0, 3, 1),  # A and C in illegal use (C opened 20/12), B
+        "2026-01": (1, 1, 1, 0, 0, 0, 3, 0),  # A moved to home rehab
+        "2026-02": (1, 1, 1, 0, 0, 0, 3, 0),
+        "2026-03": (1, 0, 1, 0, 0, 0, 2, 0),  # B relapsed, in court proceedings
+        "2026-04": (1, 0, 1, 0, 0, 0, 2, 0),
+        "2026-05": (1, 0, 1, 0, 0, 0, 2, 0),
+        "2026-06": (1, 0, 0, 0, 0, 0, 1, 0),  # C closed on the last day
+    }
+    other = report(service, registry, OTHER)
+    assert trend(other) == {
+        "2025-12": (0, 0, 0, 1, 0, 0, 1, 0),
+        "2026-01": (0, 0, 1, 1, 0, 0, 2, 1),  # D opened 05/01
+        "2026-02": (0, 0, 1, 1, 0, 1, 2, 0),  # D absent from 02/02 (still in its group)
+        "2026-03": (0, 0, 1, 1, 0, 1, 2, 0),
+        "2026-04": (0, 0, 1, 0, 1, 1, 2, 0),  # E completed, then post-rehab management
+        "2026-05": (0, 0, 1, 0, 1, 1, 2, 0),
+        "2026-06": (0, 0, 1, 0, 1, 1, 2, 0),
+    }
+    # the last month ends with the period: its figures are the groups' at_end
+    for rep_ in (r, other):
+        last = rep_["trend"][-1]["groups"]
+        assert {g["group"]: g["at_end"] for g in rep_["groups"]} == last
+    province = report(service, registry, PROVINCE)
+    for month in MONTHS:
+        assert trend(province)[month] == tuple(
+            x + y for x, y in zip(trend(r)[month], trend(other)[month], strict=True)
+        )
+
+
+def targets(r: dict) -> dict[str, tuple]:
+    """indicator -> (plan, actual, % achieved, source, units summed)."""
+    return {
+        t["indicator"]: (t["plan"], t["actual"], t["achieved"], t["source"], t["units"])
+        for t in r["targets"]
+    }
+
+
+def test_plan_vs_actual(world, service, registry) -> None:  # noqa: ANN001
+    r = report(service, registry, COMMUNE)
+    assert r["year"] == 2026
+    # a group's actual: the people in it at the start plus the entries during the period
+    assert targets(r) == {
+        "voluntary_home": (60, 1, 0.0167, "unit", 1),  # A entered
+        "substitution": (250, 1, 0.004, "unit", 1),  # B at the start
+        "dossiers_made": (2, 1, 0.5, "unit", 1),
+        "support_share": (90, None, None, "unit", 1),  # nobody finished rehab
+        "family_commitment_share": (100, 100.0, 1.0, "default", 0),
+        "management_dossier_share": (100, 50.0, 0.5, "default", 0),
+    }
+    other = report(service, registry, OTHER)
+    assert targets(other) == {
+        "voluntary_home": (40, 0, 0.0, "unit", 1),
+        "illegal_use": (10, 1, 0.1, "unit", 1),  # D entered
+        "support_share": (80, 100.0, 1.25, "default", 0),
+        "family_commitment_share": (100, 0.0, 0.0, "default", 0),
+        "management_dossier_share": (100, 100.0, 1.0, "default", 0),
+    }
+    province = report(service, registry, PROVINCE)
+    assert targets(province) == {
+        "voluntary_home": (100, 1, 0.01, "communes", 2),  # no target of its own: 60 + 40
+        "substitution": (250, 1, 0.004, "communes", 1),
+        "illegal_use": (30, 3, 0.1, "unit", 1),  # its own (the commune's 10 not added)
+        "dossiers_made": (2, 1, 0.5, "communes", 1),
+        "support_share": (80, 100.0, 1.25, "default", 0),  # percentages are never summed
+        "family_commitment_share": (100, 50.0, 0.5, "default", 0),
+        "management_dossier_share": (100, 75.0, 0.75, "default", 0),
+    }
+    country = report(service, registry, None)
+    assert {k: v[:2] + v[3:4] for k, v in targets(country).items()} == {
+        "voluntary_home": (100, 1, "provinces"),
+        "substitution": (250, 1, "provinces"),
+        "illegal_use": (30, 3, "provinces"),
+        "dossiers_made": (2, 1, "provinces"),
+        "support_share": (80, 100.0, "default"),
+        "family_commitment_share": (100, 50.0, "default"),
+        "management_dossier_share": (100, 75.0, "default"),
+    }
+    # an actual is the figure of the report it names
+    assert r["groups"][0]["at_start"] + r["groups"][0]["new"] == 1
+
+
+def all_rows(service, registry, unit, figure, *, limit=200):  # noqa: ANN001, ANN201
+    rows, cursor = [], None
+    with service.uow(read_only=True) as uow:
+        while True:
+            page = drill(
+                uow.session,
+                registry,
+                unit,
+                START,
+                END,
+                figure,
+                today=TODAY,
+                actor=SYSTEM,
+                limit=limit,
+                cursor=cursor,
+            )
+            rows += page["items"]
+            cursor = page["next"]
+            if cursor is None:
+                return page["count"], rows
+
+
+@pytest.mark.parametrize("unit", [COMMUNE, OTHER, PROVINCE])
+def test_every_figure_drills_to_as_many_rows(world, service, registry, unit) -> None:  # noqa: ANN001
+    r = report(service, registry, unit)
+    checked = 0
+    for path, key in r["drill"].items():
+        if key is None:
+            assert path.endswith(".plan") or path.endswith(".target"), path
+            continue
+        count, rows = all_rows(service, registry, unit, key)
+        assert len(rows) == count, key
+        assert len({(x["id"], x["ref"]) for x in rows}) == count, key  # no row twice
+        value = figure_value(r, path)
+        if key == path:
+            assert count == value, (path, count, value)
+            checked += 1
+        elif path.startswith("targets.") and path.endswith(".actual"):
+            kind = next(
+                t["kind"] for t in r["targets"] if path == f"targets.{t['indicator']}.actual"
+            )
+            if kind != "percent":
+                assert count == value, (path, count, value)
+    assert checked > 100
+
+
+def test_drill_rows_and_pages(world, service, registry) -> None:  # noqa: ANN001
+    count, rows = all_rows(service, registry, COMMUNE, "deadlines.commune_pc.due", limit=2)
+    assert count == 6 and len(rows) == 6
+    assert [x["id"] for x in rows] == sorted((x["id"] for x in rows), reverse=True)
+    assert {x["detail"] for x in rows} == {"check_in_due", "register_voluntary",
+                                           "voluntary_home_decision"}  # fmt: skip
+    count, rows = all_rows(service, registry, COMMUNE, "groups.illegal_use.ended")
+    assert count == 2 and {x["id"] for x in rows} == {world["A"], world["C"]}
+    assert all(x["at"] is not None and x["detail"].startswith("transition:") for x in rows)
+    count, rows = all_rows(service, registry, COMMUNE, "management_dossier.incomplete")
+    assert [x["id"] for x in rows] == [world["A"]]
+    assert rows[0]["number"] and rows[0]["state"] == "voluntary_home"
+    assert rows[0]["unit_code"] == COMMUNE and rows[0]["full_name"] == "Trần Văn Bình"
+    count, rows = all_rows(service, registry, OTHER, "trend.2026-03.absent")
+    assert [x["id"] for x in rows] == [world["D"]]
+    count, rows = all_rows(service, registry, PROVINCE, "family_commitment.unsigned")
+    assert [x["id"] for x in rows] == [world["E"]]

@@ -162,13 +162,17 @@ def _unexpected(exc: Exception) -> tuple[str, int] | Response:
 
 
 def register_http_errors(app: Flask, api_paths: tuple[str, ...]) -> None:
-    """HTTP errors outside the blueprint's views (an unknown path, a method not allowed):
-    problem details under the API's paths, a page everywhere else."""
+    """HTTP errors outside the blueprint's views (an unknown path, a method not allowed): a
+    page for a browser (it asks for text/html) outside the API's paths, problem details for
+    everything else, as before the pages existed."""
+
+    api_handler = app.error_handler_spec[None][None].get(HTTPException, problems.from_http)
 
     def handler(exc: HTTPException) -> Any:
         path = request.path
-        if path.startswith("/api/") or path in api_paths:
-            return problems.from_http(exc)
+        browser = "text/html" in request.headers.get("Accept", "")
+        if path.startswith("/api/") or path in api_paths or not browser:
+            return api_handler(exc)  # flask-smorest's (api.app.ProblemApi): problem details
         return _http_page(exc)
 
     app.register_error_handler(HTTPException, handler)

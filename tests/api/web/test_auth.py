@@ -297,8 +297,11 @@ class TestApiUnchanged:
 
     def test_unknown_page_is_a_page(self, app: Flask, people: People) -> None:
         b = people.officer().login()
-        resp = b.get("/no-such-page")
+        resp = b.get("/no-such-page", headers={"Accept": "text/html,*/*;q=0.8"})
         assert resp.status_code == 404
         assert resp.mimetype == "text/html"
         assert "Không có trang này." in text(resp)
+        # a program (no text/html in Accept) still gets problem details there
+        assert_problem(b.get("/no-such-page"), 404)
+        assert_problem(b.get("/api/v1/x", headers={"Accept": "text/html"}), 401)
         assert b.get("/healthz").get_json() == {"status": "ok"}

@@ -212,6 +212,87 @@ def report(unit, period_spec, start, end, fmt, output) -> None:  # noqa: ANN001
         click.echo(content.decode("utf-8"))
 
 
+@main.group("targets")
+def targets_group() -> None:
+    """Plan targets per unit and reporting year (e.g. 60 people in home/community rehab)."""
+
+
+def _targets_actor(session, username: str | None):  # noqa: ANN001, ANN202
+    from workflow.actors import SYSTEM, actor_for
+    from workflow.errors import NotPermitted
+
+    if username is None:
+        return SYSTEM
+    who = actor_for(session, username)
+    if not who.is_admin:
+        raise NotPermitted(f"{username} is not an administrator")
+    return who
+
+
+def _targets_call(method: str, username: str | None, *args, **kw):  # noqa: ANN002, ANN003, ANN202
+    from datetime import UTC, datetime
+
+    from workflow.bootstrap import bootstrap
+    from workflow.targets import Targets
+
+    services = bootstrap(registry=_registry())
+    _require_schema(services)
+    try:
+        with services.session_factory() as session:
+            actor = _targets_actor(session, username)
+        targets = Targets(services.session_factory, services.registry)
+        if method == "show":
+            return getattr(targets, method)(actor, *args, **kw)
+        return getattr(targets, method)(actor, *args, datetime.now(UTC), **kw)
+    except RehabflowError as exc:
+        _fail(exc)
+
+
+_BY = click.option("--by", "username", default=None, help="The administrator (default: system).")
+
+
+@targets_group.command("set")
+@click.option("--unit", required=True, help="Commune or province code.")
+@click.option("--year", type=int, required=True, help="Reporting year (15/12 before to 14/12).")
+@click.option("--indicator", required=True, help="A reporting group or a target-able indicator.")
+@click.option("--target", type=int, required=True)
+@_BY
+def targets_set(unit: str, year: int, indicator: str, target: int, username: str | None) -> None:
+    """Set (or replace) a target; the change is audited."""
+    row = _targets_call("set", username, unit, year, indicator, target)
+    click.echo(f"{row['unit']} {row['year']} {row['indicator']} = {row['target']}")
+
+
+@targets_group.command("delete")
+@click.option("--unit", required=True)
+@click.option("--year", type=int, required=True)
+@click.option("--indicator", required=True)
+@_BY
+def targets_delete(unit: str, year: int, indicator: str, username: str | None) -> None:
+    """Remove a target (audited)."""
+    if not _targets_call("delete", username, unit, year, indicator):
+        click.echo("no such target", err=True)
+        sys.exit(1)
+    click.echo("deleted")
+
+
+@targets_group.command("list")
+@click.option("--unit", required=True)
+@click.option("--year", type=int, required=True)
+@click.option("--lang", type=click.Choice(["vi", "en"]), default="vi")
+@_BY
+def targets_list(unit: str, year: int, lang: str, username: str | None) -> None:
+    """The unit's plan for the year: its own targets, else its communes' summed, else the
+    plans' default (the SOURCE column says which)."""
+    data = _targets_call("show", username, unit, year, lang=lang)
+    click.echo(f"{data['unit_label']} ({data['unit']}), {data['year']}")
+    for p in data["plan"]:
+        source = p["source"] + (
+            f" ({p['units']})" if p["source"] in ("communes", "provinces") else ""
+        )
+        click.echo(f"  {p['indicator']:<26} {p['plan']:>7}  {source:<14} {p['label']}")
+
+
 @main.group("audit")
 def audit_group() -> None:
     """The audit log."""

@@ -145,3 +145,44 @@ def test_country_plans_sum_the_provinces(targets, service, registry) -> None:  #
     assert (country["compulsory"].target, country["compulsory"].source) == (22, "provinces")
     assert country["illegal_use"].target == 3
     assert (hanoi["compulsory"].target, hanoi["compulsory"].source) == (7, "unit")
+
+
+# ---------------------------------------------------------------------------- the CLI
+def test_cli(tmp_path) -> None:  # noqa: ANN001
+    from click.testing import CliRunner
+
+    from workflow.cli import main
+
+    from ..conftest import DEFINITIONS
+
+    env = {
+        "REHABFLOW_DATA_DIR": str(tmp_path),
+        "REHABFLOW_DEFINITIONS_DIR": str(DEFINITIONS),
+        "DATABASE_URL": None,
+    }
+
+    def run(*args: str):  # noqa: ANN202
+        return CliRunner().invoke(main, list(args), env=env, catch_exceptions=False)
+
+    assert run("init-db").exit_code == 0
+    common = ("--year", "2026")
+    out = run("targets", "set", "--unit", COMMUNE, *common, "--indicator", "home_community",
+              "--target", "60")  # fmt: skip
+    assert out.exit_code == 0, out.output
+    assert out.output.strip() == f"{COMMUNE} 2026 voluntary_home = 60"
+    out = run("targets", "list", "--unit", PROVINCE, *common)
+    assert out.exit_code == 0, out.output
+    line = next(x for x in out.output.splitlines() if "voluntary_home" in x)
+    assert "60" in line and "communes (1)" in line
+    assert "support_share" in out.output and "default" in out.output
+    bad = run("targets", "set", "--unit", COMMUNE, *common, "--indicator", "nope",
+              "--target", "1")  # fmt: skip
+    assert bad.exit_code == 1 and "indicator:" in bad.output
+    bad = run("targets", "set", "--unit", COMMUNE, *common, "--indicator", "illegal_use",
+              "--target", "-3")  # fmt: skip
+    assert bad.exit_code == 1 and "target:" in bad.output
+    assert run("targets", "delete", "--unit", COMMUNE, *common, "--indicator",
+               "voluntary_home").exit_code == 0  # fmt: skip
+    assert run("targets", "delete", "--unit", COMMUNE, *common, "--indicator",
+               "voluntary_home").exit_code == 1  # fmt: skip
+    assert run("audit", "verify").exit_code == 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 from workflow.definition import Definition, MigrationPlan
 from workflow.errors import DefinitionError, UnknownDefinition
@@ -15,11 +16,13 @@ class Registry:
     def __init__(self, definitions: list[Definition]) -> None:
         self._defs: dict[tuple[str, int], Definition] = {}
         self._machines: dict[tuple[str, int], CaseMachine] = {}
+        self._params: dict[tuple[str, int], dict[str, Any]] = {}
         for d in definitions:
             if (d.key, d.version) in self._defs:
                 raise ValueError(f"definition {d.ref} loaded twice")
             self._defs[(d.key, d.version)] = d
             self._machines[(d.key, d.version)] = CaseMachine(d)
+            self._params[(d.key, d.version)] = {n: p.value for n, p in d.parameters.items()}
         problems = check_migrations(definitions)
         if problems:
             raise DefinitionError(
@@ -42,6 +45,10 @@ class Registry:
 
     def machine(self, definition: Definition) -> CaseMachine:
         return self._machines[(definition.key, definition.version)]
+
+    def parameters(self, definition: Definition) -> dict[str, Any]:
+        """The parameter values of a version, by name (built once; do not mutate)."""
+        return self._params[(definition.key, definition.version)]
 
     def versions(self, key: str) -> list[Definition]:
         return sorted((d for (k, _), d in self._defs.items() if k == key), key=lambda d: d.version)

@@ -9,9 +9,10 @@ under cProfile (or pyinstrument), and prints the mean time of one advance and th
 that cost the most. ``--no-profile`` only times (what before/after comparisons use).
 
 ``--compare OLD_TREE`` measures before/after in one run: ``OLD_TREE`` holds the ``workflow``
-package of an earlier commit (``git archive <commit> workflow definitions | tar -x -C DIR``);
-rounds alternate old and current code (each a fresh process timing ``--cases`` advances,
-wall and CPU time) and the medians and their ratio are printed.
+package of an earlier commit (``git archive <commit> workflow | tar -x -C DIR``), and
+``--against NEW_TREE`` another one (default: this checkout); rounds alternate old and new
+code, each a fresh process timing ``--cases`` advances (wall and CPU time), and the medians
+and their ratio are printed.
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-profile", action="store_true")
     p.add_argument("--json", action="store_true", help="print the timing as JSON")
     p.add_argument("--compare", type=Path, default=None, help="tree of the old workflow package")
+    p.add_argument("--against", type=Path, default=None, help="new tree (default: this one)")
     p.add_argument("--rounds", type=int, default=3)
     args = p.parse_args(argv)
     if args.compare:
@@ -114,15 +116,18 @@ def compare(args: argparse.Namespace) -> int:
     """Alternate old and current code, each round in fresh processes; print the medians."""
     root = Path(__file__).resolve().parent.parent
     runs: dict[str, list[dict]] = {"before": [], "after": []}
+    new = args.against or root
     for _ in range(args.rounds):
-        for label, path in (("before", f"{args.compare}:{root}"), ("after", str(root))):
+        for label, tree in (("before", args.compare), ("after", new)):
             cmd = [sys.executable, "-m", "bench.profile", "--no-profile", "--json"]
             cmd += ["--cases", str(args.cases)]
             if args.database_url:
                 cmd += ["--database-url", args.database_url]
-            env = {**os.environ, "PYTHONPATH": path}
+            # run from the tree itself: the working directory comes first on sys.path, so
+            # its ``workflow`` is the one imported; ``bench`` comes from this checkout
+            env = {**os.environ, "PYTHONPATH": str(root)}
             out = subprocess.run(  # noqa: S603 - our own module
-                cmd, cwd=root, env=env, capture_output=True, text=True, check=True
+                cmd, cwd=tree, env=env, capture_output=True, text=True, check=True
             ).stdout
             runs[label].append(json.loads(out.strip().splitlines()[-1]))
     summary = {

@@ -100,10 +100,10 @@ def code_version() -> dict[str, Any]:
             text=True,
             check=False,
         )
-        return done.stdout.strip()
+        return done.stdout
 
     changed = [line[3:] for line in git("status", "--porcelain").splitlines() if line.strip()]
-    return {"commit": git("rev-parse", "--short", "HEAD"), "uncommitted": changed}
+    return {"commit": git("rev-parse", "--short", "HEAD").strip(), "uncommitted": changed}
 
 
 def machine() -> dict[str, Any]:
@@ -379,11 +379,11 @@ def throughput(
             out["engine"][str(c)] = drive("engine", conf, chunk, c, plan.seconds)
     if "spiff" in which:
         schema = f"rfbench_spiff_{os.getpid()}"
-        n = pool_size(80, 1, plan.seconds) + pool_size(60, 4, plan.seconds)
+        first = pool_size(500, 1, plan.seconds)
+        n = first + pool_size(160, 4, plan.seconds)
         wf_ids = spiff.prepare(db.conninfo, n, schema)
         try:
             conf["spiff_schema"] = schema
-            first = pool_size(80, 1, plan.seconds)
             out["spiff"] = {
                 "1": drive("spiff", conf, wf_ids[:first], 1, plan.seconds),
                 "4": drive("spiff", conf, wf_ids[first:], 4, plan.seconds),

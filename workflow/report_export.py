@@ -2,7 +2,10 @@
 
 The tables are the same in CSV and XLSX: a title row in Vietnamese naming the unit and the
 period (dd/mm/yyyy), then one table per section (one sheet each in XLSX, separated by a blank
-line in CSV). Numbers stay numbers: XLSX cells get int/float values, shares a percent format.
+line in CSV): the groups, compulsory dossiers, shares, relapses and check-ins, deadlines per
+agency, plan vs actual for the reporting year, and the monthly trend. Cells keep their types:
+XLSX numbers are numbers (shares with a percent format), dates are dates (dd/mm/yyyy); CSV
+writes dates as dd/mm/yyyy.
 """
 
 from __future__ import annotations
@@ -10,9 +13,19 @@ from __future__ import annotations
 import csv
 import io
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
+
+PERCENT = "0.0%"
+DAY = "DD/MM/YYYY"
+SOURCES = {
+    "unit": "Của đơn vị",
+    "communes": "Tổng các xã",
+    "provinces": "Tổng các tỉnh",
+    "default": "Mức của kế hoạch",
+}
+KINDS = {"people": "người", "count": "hồ sơ", "percent": "%"}
 
 
 @dataclass(frozen=True)
@@ -20,6 +33,8 @@ class Table:
     name: str  # sheet name (≤ 31 characters)
     headers: list[str]
     rows: list[list[Any]]
+    formats: dict[int, str] = field(default_factory=dict)  # column (0-based) -> number format
+    widths: dict[int, int] = field(default_factory=dict)
 
 
 def _d(iso: str) -> str:
@@ -33,17 +48,31 @@ def title(report: dict[str, Any]) -> str:
     )
 
 
+def _plan(report: dict[str, Any], indicator: str, default: float) -> float:
+    row = next((t for t in report.get("targets", []) if t["indicator"] == indicator), None)
+    return round(row["plan"] / 100, 4) if row else default
+
+
+def _source(row: dict[str, Any]) -> str:
+    text = SOURCES.get(row["source"], row["source"])
+    return f"{text} ({row['units']})" if row["source"] in ("communes", "provinces") else text
+
+
+def _month(key: str) -> str:
+    year, month = key.split("-")
+    return f"{month}/{year}"
+
+
 def tables(report: dict[str, Any]) -> list[Table]:
     c, s, f = report["compulsory"], report["support"], report["family_commitment"]
     dossier, rel, chk = report["management_dossier"], report["relapses"], report["check_ins"]
+    groups = report["groups"]
     return [
         Table(
             "Nhóm quản lý",
             ["Nhóm", "Mã", "Đầu kỳ", "Mới trong kỳ", "Kết thúc trong kỳ", "Cuối kỳ"],
-            [
-                [g["label"], g["group"], g["at_start"], g["new"], g["ended"], g["at_end"]]
-                for g in report["groups"]
-            ],
+            [[g["label"], g["group"], g["at_start"], g["new"], g["ended"], g["at_end"]]
+             for g in groups],
         ),
         Table(
             "Hồ sơ bắt buộc",
@@ -62,11 +91,12 @@ def tables(report: dict[str, Any]) -> list[Table]:
             ["Chỉ tiêu", "Số người", "Đạt", "Tỷ lệ", "Chỉ tiêu kế hoạch"],
             [
                 ["Hồ sơ quản lý đầy đủ", dossier["cases"], dossier["complete"], dossier["share"],
-                 1.0],
+                 _plan(report, "management_dossier_share", 1.0)],
                 ["Hoàn thành cai nghiện được hỗ trợ (học nghề, vay vốn, việc làm)",
                  s["finished"], s["supported"], s["share"], s["target"]],
                 ["Gia đình ký cam kết phối hợp", f["cases"], f["signed"], f["share"], f["target"]],
             ],
+            formats={3: PERCENT, 4: PERCENT},
         ),
         Table(
             "Tái nghiện, điểm danh",
@@ -90,11 +120,42 @@ def tables(report: dict[str, Any]) -> list[Table]:
                 for d in report["deadlines"]
             ],
         ),
+        Table(
+            "Kế hoạch và thực hiện",
+            [f"Chỉ tiêu năm {report['year']}", "Mã", "Đơn vị tính", "Kế hoạch", "Thực hiện",
+             "Tỷ lệ đạt", "Nguồn kế hoạch"],
+            [
+                [t["label"], t["indicator"], KINDS.get(t["kind"], t["kind"]), t["plan"],
+                 t["actual"], t["achieved"], _source(t)]
+                for t in report.get("targets", [])
+            ],
+            formats={5: PERCENT},
+        ),
+        Table(
+            "Xu hướng theo tháng",
+            ["Tháng", "Từ ngày", "Đến ngày", *(g["label"] for g in groups),
+             "Tổng số đang quản lý", "Hồ sơ mới"],
+            [
+                [_month(m["month"]), date.fromisoformat(m["from"]), date.fromisoformat(m["to"]),
+                 *(m["groups"][g["group"]] for g in groups), m["total"], m["new_cases"]]
+                for m in report.get("trend", [])
+            ],
+            formats={1: DAY, 2: DAY},
+            widths={0: 10, 1: 12, 2: 12},
+        ),
     ]  # fmt: skip
 
 
 def to_json(report: dict[str, Any]) -> bytes:
     return json.dumps(report, ensure_ascii=False, indent=2).encode("utf-8")
+
+
+def _csv_cell(value: Any) -> Any:
+    if value is None:
+        return ""
+    if isinstance(value, date):
+        return value.strftime("%d/%m/%Y")
+    return value
 
 
 def to_csv(report: dict[str, Any]) -> bytes:
@@ -105,13 +166,14 @@ def to_csv(report: dict[str, Any]) -> bytes:
         w.writerow([])
         w.writerow([t.name])
         w.writerow(t.headers)
-        w.writerows(["" if v is None else v for v in row] for row in t.rows)
+        w.writerows([_csv_cell(v) for v in row] for row in t.rows)
     return ("\ufeff" + out.getvalue()).encode("utf-8")  # BOM: Excel reads UTF-8
 
 
 def to_xlsx(report: dict[str, Any]) -> bytes:
     from openpyxl import Workbook
     from openpyxl.styles import Font
+    from openpyxl.utils import get_column_letter
 
     wb = Workbook()
     wb.remove(wb.active)
@@ -125,11 +187,13 @@ def to_xlsx(report: dict[str, Any]) -> bytes:
             cell.font = Font(bold=True)
         for row in t.rows:
             ws.append(row)
-        if "Tỷ lệ" in t.headers:
-            for col in (t.headers.index("Tỷ lệ") + 1, t.headers.index("Tỷ lệ") + 2):
-                for r in range(3, ws.max_row + 1):
-                    ws.cell(r, col).number_format = "0.0%"
+        for col, fmt in t.formats.items():
+            for r in range(3, ws.max_row + 1):
+                ws.cell(r, col + 1).number_format = fmt
         ws.column_dimensions["A"].width = 60
+        for col, width in t.widths.items():
+            ws.column_dimensions[get_column_letter(col + 1)].width = width
+        ws.freeze_panes = "A3"
     buf = io.BytesIO()
     wb.save(buf)
     return buf.getvalue()

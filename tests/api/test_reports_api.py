@@ -72,6 +72,8 @@ def test_xlsx_and_csv(users: ApiUsers) -> None:
         "Tỷ lệ",
         "Tái nghiện, điểm danh",
         "Thời hạn theo cơ quan",
+        "Kế hoạch và thực hiện",
+        "Xu hướng theo tháng",
     ]
     ws = wb["Nhóm quản lý"]
     heading = ws["A1"].value

@@ -26,6 +26,7 @@ illegal-use management; the province (40) 30 illegal-use management of its own.
 
 from __future__ import annotations
 
+import json
 from datetime import date
 
 import pytest
@@ -466,3 +467,140 @@ def test_drill_rows_and_pages(world, service, registry) -> None:  # noqa: ANN001
     assert [x["id"] for x in rows] == [world["D"]]
     count, rows = all_rows(service, registry, PROVINCE, "family_commitment.unsigned")
     assert [x["id"] for x in rows] == [world["E"]]
+
+
+def test_xlsx_and_csv_exports(world, service, registry, tmp_path) -> None:  # noqa: ANN001
+    import csv
+    import io
+
+    from openpyxl import load_workbook
+
+    from workflow.report_export import export
+
+    r = report(service, registry, COMMUNE)
+    wb = load_workbook(io.BytesIO(export(r, "xlsx")[0]))
+    assert wb.sheetnames[-2:] == ["Kế hoạch và thực hiện", "Xu hướng theo tháng"]
+    for ws in wb.worksheets:  # every sheet opens with the title naming the unit and period
+        assert ws["A1"].value.startswith("Báo cáo kết quả công tác cai nghiện")
+        assert "Xã Đô Lương" in ws["A1"].value
+        assert "từ ngày 15/12/2025 đến ngày 14/06/2026" in ws["A1"].value
+    plan = wb["Kế hoạch và thực hiện"]
+    assert [c.value for c in plan[2]] == [
+        "Chỉ tiêu năm 2026",
+        "Mã",
+        "Đơn vị tính",
+        "Kế hoạch",
+        "Thực hiện",
+        "Tỷ lệ đạt",
+        "Nguồn kế hoạch",
+    ]
+    rows = {row[1]: row for row in plan.iter_rows(min_row=3, values_only=True)}
+    assert rows["voluntary_home"] == (
+        "Cai nghiện tự nguyện tại gia đình, cộng đồng",
+        "voluntary_home",
+        "người",
+        60,
+        1,
+        0.0167,
+        "Của đơn vị",
+    )
+    assert rows["support_share"][3:] == (90, None, None, "Của đơn vị")
+    assert rows["management_dossier_share"][2:] == ("%", 100, 50, 0.5, "Mức của kế hoạch")
+    assert plan.cell(3, 6).number_format == "0.0%"
+    trend_ws = wb["Xu hướng theo tháng"]
+    header = [c.value for c in trend_ws[2]]
+    assert header[:3] == ["Tháng", "Từ ngày", "Đến ngày"] and header[-2:] == [
+        "Tổng số đang quản lý",
+        "Hồ sơ mới",
+    ]
+    first = [c.value for c in trend_ws[3]]
+    assert first[0] == "12/2025"
+    assert first[1].date() == date(2025, 12, 15) and first[2].date() == date(2025, 12, 31)
+    assert trend_ws.cell(3, 2).number_format == "DD/MM/YYYY"
+    assert first[3:] == [0, 0, 1, 0, 0, 2, 0, 3, 1]  # the groups in report order, total, new
+    last = [c.value for c in trend_ws[trend_ws.max_row]]
+    assert last[0] == "06/2026" and last[2].date() == date(2026, 6, 14)
+    ratio = wb["Tỷ lệ"]
+    assert [c.value for c in ratio[3]][1:] == [2, 1, 0.5, 1.0]
+    assert [c.value for c in ratio[4]][4] == 0.9  # the commune's own support target
+    path = tmp_path / "report.xlsx"
+    path.write_bytes(export(r, "xlsx")[0])
+    _libreoffice_reads(path)
+
+    text = export(r, "csv")[0].decode("utf-8-sig")
+    lines = list(csv.reader(io.StringIO(text)))
+    assert lines[0][0] == wb.worksheets[0]["A1"].value
+    at = lines.index(["Xu hướng theo tháng"])
+    assert lines[at + 2][:3] == ["12/2025", "15/12/2025", "31/12/2025"]
+    at = lines.index(["Kế hoạch và thực hiện"])
+    assert lines[at + 2] == [
+        "Cai nghiện tự nguyện tại gia đình, cộng đồng",
+        "voluntary_home",
+        "người",
+        "60",
+        "1",
+        "0.0167",
+        "Của đơn vị",
+    ]
+
+
+def _libreoffice_reads(path) -> None:  # noqa: ANN001
+    """When LibreOffice is installed, it converts the workbook (not required: often absent)."""
+    import shutil
+    import subprocess
+
+    office = shutil.which("libreoffice") or shutil.which("soffice")
+    if office is None:
+        return
+    out = subprocess.run(  # noqa: S603
+        [office, "--headless", "--convert-to", "csv", "--outdir", str(path.parent), str(path)],
+        capture_output=True,
+        timeout=120,
+        check=False,
+    )
+    assert out.returncode == 0 and (path.parent / "report.csv").exists(), out.stderr
+
+
+def test_report_cli(world, tmp_path, engine) -> None:  # noqa: ANN001
+    from click.testing import CliRunner
+    from openpyxl import load_workbook
+
+    from workflow.cli import main
+
+    from ..conftest import DEFINITIONS
+
+    url = engine.url.render_as_string(hide_password=False)
+    if engine.dialect.name == "postgresql":  # the test's private schema (tests.conftest)
+        with engine.connect() as conn:
+            schema = conn.exec_driver_sql("select current_schema()").scalar()
+        url += f"?options=-csearch_path%3D{schema}"
+    env = {
+        "DATABASE_URL": url,
+        "REHABFLOW_DATA_DIR": str(tmp_path),
+        "REHABFLOW_DEFINITIONS_DIR": str(DEFINITIONS),
+    }
+    out = CliRunner().invoke(
+        main,
+        [
+            "report",
+            "--unit",
+            COMMUNE,
+            "--period",
+            "2026H1",
+            "--format",
+            "xlsx",
+            "-o",
+            str(tmp_path / "r.xlsx"),
+        ],  # fmt: skip
+        env=env,
+        catch_exceptions=False,
+    )
+    assert out.exit_code == 0, out.output
+    wb = load_workbook(tmp_path / "r.xlsx")
+    rows = {r[1]: r for r in wb["Nhóm quản lý"].iter_rows(min_row=3, values_only=True)}
+    assert rows["illegal_use"][2:] == (1, 1, 2, 0)
+    out = CliRunner().invoke(
+        main, ["report", "--unit", COMMUNE, "--period", "2026H1"], env=env, catch_exceptions=False
+    )
+    body = json.loads(out.output)
+    assert body["targets"][0]["indicator"] == "voluntary_home" and body["trend"]

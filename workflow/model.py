@@ -179,7 +179,9 @@ class ActivityRecord(Base):
     data: Mapped[dict] = mapped_column(JSONType, default=dict)
     audit_seq: Mapped[int] = mapped_column(BigId)
 
-    __table_args__ = (Index("ix_activity_key_at", "key", "at"),)
+    __table_args__ = (
+        Index("ix_activity_key_at", "key", "at", postgresql_include=["case_id", "id"]),
+    )
 
 
 class Deadline(Base):

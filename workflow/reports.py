@@ -83,7 +83,6 @@ from typing import Any
 
 from sqlalchemy import (
     ColumnElement,
-    Integer,
     Select,
     String,
     and_,
@@ -99,7 +98,6 @@ from sqlalchemy import (
     text,
     union_all,
 )
-from sqlalchemy.dialects.postgresql import array as sa_array
 from sqlalchemy.orm import Session, aliased
 
 from workflow import units
@@ -428,34 +426,27 @@ class _Scope:
     def scalar(self, stmt: Select) -> int:
         return int(self.session.execute(stmt).scalar_one() or 0)
 
-    def bucket(self, col: Any) -> Any:
-        """SQL: the bucket of a moment since ``t0``: month b of the period, or M after it."""
-        if self.postgres:  # a binary search in one call instead of M comparisons
-            bounds = sa_array(self.bounds[1:], type_=UTCDateTime())
-            return func.width_bucket(col, bounds, type_=Integer())
-        return case(
-            *[(col < b, literal(i)) for i, b in enumerate(self.bounds[1:])],
-            else_=literal(len(self.months)),
-        )
-
     # -- state changes: one pass over the events since the start of the period
-    def changes(self) -> list[Any]:
-        """(bucket, action, definition, from, to, count) of the moves since ``t0``."""
+    def changes(self) -> list[tuple[int, str, str | None, str | None, str | None, int]]:
+        """(bucket, action, definition, from, to, count) of the moves since ``t0``: one pass,
+        grouped by the move, counted per bucket with one filtered count each."""
         ev = AuditEvent
-        bucket = self.bucket(ev.at)
-        inner = self.scoped(
-            select(
-                bucket.label("bucket"),
-                ev.action,
-                ev.definition,
-                ev.from_state,
-                ev.to_state,
-            ).where(state_change(ev), ev.at >= self.t0),
-            ev.case_id,
-        ).subquery()
-        cols = [inner.c.bucket, inner.c.action, inner.c.definition]
-        cols += [inner.c.from_state, inner.c.to_state]
-        return list(self.session.execute(select(*cols, func.count()).group_by(*cols)).all())
+        edges = self.bounds[1:]
+        counts = [
+            func.count().filter(ev.at < edges[0]),
+            *[func.count().filter(ev.at >= a, ev.at < b) for a, b in zip(edges, edges[1:])],
+            func.count().filter(ev.at >= edges[-1]),
+        ]
+        keys = [ev.action, ev.definition, ev.from_state, ev.to_state]
+        stmt = self.scoped(
+            select(*keys, *counts).where(state_change(ev), ev.at >= self.t0), ev.case_id
+        ).group_by(*keys)
+        return [
+            (bucket, action, ref, frm, to, int(n))
+            for action, ref, frm, to, *per_bucket in self.session.execute(stmt).all()
+            for bucket, n in enumerate(per_bucket)
+            if n
+        ]
 
     def current(self) -> tuple[Counter[str], int]:
         """The cases in each group now, and the open cases."""
@@ -700,35 +691,32 @@ class _Scope:
         )
 
     def deadline_rows(self) -> dict[str, dict[str, int]]:
-        """Per deadline key: the deadlines due in the period by outcome."""
-        late, past = self.deadline_flags()
-        stmt = (
-            select(Deadline.key, Deadline.status, late, past, func.count())
-            .where(
-                Deadline.status.in_(["open", "met", "cancelled"]),
-                Deadline.due_on >= self.start,
-                Deadline.due_on <= self.end,
-            )
-            .group_by(Deadline.key, Deadline.status, late, past)
-        )
+        """Per deadline key: the deadlines due in the period by outcome (one pass: per key and
+        status, how many, how many closed late, how many past due on ``today``)."""
+        stmt = select(
+            Deadline.key,
+            Deadline.status,
+            func.count(),
+            func.count().filter(_closed_late(self.session)),
+            func.count().filter(Deadline.due_on < self.today),
+        ).where(Deadline.due_on >= self.start, Deadline.due_on <= self.end)
+        stmt = self.scoped(stmt, Deadline.case_id).group_by(Deadline.key, Deadline.status)
         out: dict[str, dict[str, int]] = {}
-        for key, status, is_late, is_past, n in self.session.execute(
-            self.scoped(stmt, Deadline.case_id)
-        ).all():
+        for key, status, n, n_late, n_past in self.session.execute(stmt).all():
             row = out.setdefault(key, _empty_deadline())
-            if status == "cancelled" and not is_late:
-                continue  # left the schedule before it fell due
-            row["due"] += n
             if status == "met":
-                row["met_late" if is_late else "met_on_time"] += n
+                row["met_late"] += n_late
+                row["met_on_time"] += n - n_late
+                row["due"] += n
+                row["overdue"] += n_late
             elif status == "open":
-                row["overdue_open" if is_past else "pending"] += n
-            if (
-                (status == "met" and is_late)
-                or (status == "open" and is_past)
-                or status == "cancelled"
-            ):
-                row["overdue"] += n
+                row["overdue_open"] += n_past
+                row["pending"] += n - n_past
+                row["due"] += n
+                row["overdue"] += n_past
+            elif status == "cancelled":  # counted only when cancelled after falling due
+                row["due"] += n_late
+                row["overdue"] += n_late
         return out
 
     def business_day(self, col: Any) -> Any:

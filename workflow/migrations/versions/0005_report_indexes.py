@@ -10,6 +10,8 @@ Create Date: 2026-11-27 09:00:00
 * ``ix_documents_revoked``: the few revoked documents (the only way a case can lack a document
   its state requires).
 * ``ix_deadlines_due_on``: deadlines by due date with what the reports count.
+* ``ix_activity_key_at`` (PostgreSQL): the same index, now carrying ``case_id`` and ``id``, so
+  the activities of a kind (check-ins, absences, support, commitments) are read from the index.
 """
 
 import sqlalchemy as sa
@@ -55,8 +57,20 @@ def upgrade() -> None:
         postgresql_include=["key", "status", "closed_at", "case_id"],
     )
 
+    if op.get_bind().dialect.name == "postgresql":
+        op.drop_index("ix_activity_key_at", table_name="activity_records")
+        op.create_index(
+            "ix_activity_key_at",
+            "activity_records",
+            ["key", "at"],
+            postgresql_include=["case_id", "id"],
+        )
+
 
 def downgrade() -> None:
+    if op.get_bind().dialect.name == "postgresql":
+        op.drop_index("ix_activity_key_at", table_name="activity_records")
+        op.create_index("ix_activity_key_at", "activity_records", ["key", "at"])
     op.drop_index("ix_deadlines_due_on", table_name="deadlines")
     op.drop_index("ix_documents_revoked", table_name="documents")
     op.drop_index("ix_audit_state_actions", table_name="audit_events")

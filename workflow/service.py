@@ -741,7 +741,7 @@ class CaseService:
             if not self.registry.machine(d).fire(token, t.key, check):
                 raise self._refusal(t.key, token.refusals)
             form = holder["form"]
-            moving_to = self._transfer_target(t, case, form, today, lang)
+            moving_to = self._transfer_target(d, t, case, form, today, lang)
             from_state, dest = case.state, d.states[token.state]
             case.state, case.group = dest.key, dest.group
             case.state_entered_at = case.updated_at = now
@@ -779,13 +779,12 @@ class CaseService:
 
     # -- change of residence ---------------------------------------------------------
     def _transfer_target(
-        self, action: Action, case: Case, form: dict, today: date, lang: str
+        self, d: Definition, action: Action, case: Case, form: dict, today: date, lang: str
     ) -> str | None:
         """The commune the action hands the case to (``effects.transfer_to``), checked."""
         expr = action.effects.transfer_to
         if expr is None:
             return None
-        d = self.definition_of(case)
         target = evaluate(expr, self._context(d, case, form, today))
         name = str(expr["field"]).split(".", 1)[1]
         en = lang == "en"
@@ -917,7 +916,7 @@ class CaseService:
             form, reasons = self._evaluate(d, act, case, docs, data, today, lang)
             if reasons:
                 raise self._refusal(act.key, reasons)
-            moving_to = self._transfer_target(act, case, form, today, lang)
+            moving_to = self._transfer_target(d, act, case, form, today, lang)
             self._set_fields(d, act, case, form, today)
             self._apply_deadlines(uow, d, act, case, form, now, terminal=False)
             case.updated_at = now

@@ -18,6 +18,7 @@ from api import context as ctx
 from api.blueprint import Blueprint
 from api.schemas import DefinitionRef, StrictSchema
 from workflow import units
+from workflow.actors import Actor
 from workflow.calendar import business_date
 from workflow.errors import NotFound, NotPermitted, ValidationFailed
 from workflow.report_export import export
@@ -123,8 +124,11 @@ class TargetsOut(Schema):
     plan = fields.List(fields.Nested(PlanOut))
 
 
-def _allowed_unit(unit: str | None) -> str | None:
-    who = ctx.actor()
+def allowed_unit(who: Actor, unit: str | None) -> str | None:
+    """The unit ``who`` may report on (the rule of the API and the report pages): a unit their
+    agency covers, or a commune of a province it covers; no unit means the whole country for
+    the system, else the user's only unit. ValidationFailed for an unknown unit, NotPermitted
+    outside the jurisdiction."""
     if unit is None:
         if who.is_system:
             return None
@@ -137,6 +141,10 @@ def _allowed_unit(unit: str | None) -> str | None:
     if who.is_system or unit in who.units or found.province_code in who.units:
         return unit
     raise NotPermitted("the unit is outside your jurisdiction", unit=unit)
+
+
+def _allowed_unit(unit: str | None) -> str | None:
+    return allowed_unit(ctx.actor(), unit)
 
 
 def _period(args: dict[str, Any]) -> tuple[date, date]:

@@ -1,12 +1,14 @@
 """Indicators of the local plans for a unit and a period, computed with aggregate SQL.
 
-Every figure comes from a few grouped queries over indexed columns (the partial index
-``ix_audit_state_changes`` on ``audit_events (at)`` over the events that move a case,
-``activity_records (key, at)``, ``deadlines (status, due_on)``, ``cases (unit_code, ...)``,
-``documents`` revoked); Python only loops over the few result rows (and over the court
-decisions of the period, for the working-day arithmetic of the holiday calendar). Every figure
-also has a *drill key* (``report["drill"]`` maps the figure's path to it) and :func:`drill`
-lists the rows behind it: their number equals the figure exactly.
+Every figure comes from a few grouped queries over indexed columns, read from the indexes
+alone on PostgreSQL (migration 0005): the events that move a case by time
+(``ix_audit_state_changes``) and by action (``ix_audit_state_actions``), activities by kind
+and time (``ix_activity_key_at``), deadlines by due date (``ix_deadlines_due_on``), the
+revoked documents (``ix_documents_revoked``) and ``cases``. Python only loops over the few
+result rows (and over the distinct pairs of dates of the court decisions, for the working-day
+arithmetic of the holiday calendar). Every figure also has a *drill key* (``report["drill"]``
+maps the figure's path to it) and :func:`drill` lists the rows behind it: their number equals
+the figure exactly.
 
 Approach (what the figures mean):
 
@@ -68,7 +70,10 @@ Approach (what the figures mean):
   the actual figure of the period: for a group, the people in it at the start plus the entries
   into it during the period (the plans count "lượt người"); % achieved = actual / plan.
 
-A unit is the case's *current* commune (``cases.unit_code``) or province.
+A unit is the case's *current* commune (``cases.unit_code``) or province: a case transferred
+to another commune counts there, for past periods too. A migration to a newer version of the
+definition is counted as a move when it changes the state's key; the shipped versions keep
+every state in its reporting group, which the tests check.
 """
 
 from __future__ import annotations
@@ -260,12 +265,6 @@ class _Groups:
             for ref, states in sorted(by_ref.items())
         ]
         return and_(state_col.is_not(None), or_(*conds)) if conds else false()
-
-
-def _terminal_states(registry: Registry) -> list[str]:
-    return sorted(
-        {s.key for d in registry.all() for s in d.states.values() if s.kind == "terminal"}
-    )
 
 
 def _dossier_openings(registry: Registry) -> list[str]:

@@ -59,7 +59,7 @@ class SessionInterface(SecureCookieSessionInterface):
 
 def register(app: Flask) -> None:
     """Mount the pages on ``app`` (called by :func:`api.app.create_app`)."""
-    from api.web import admin, auth, cases, errors, inbox, pages  # noqa: F401 - routes
+    from api.web import admin, auth, cases, errors, inbox, pages, reports  # noqa: F401 - routes
 
     services = app.extensions["rehabflow"]
     app.secret_key = session_secret(services.settings.secret_key)

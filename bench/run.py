@@ -33,7 +33,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
@@ -701,6 +701,8 @@ def table(res: dict[str, Any]) -> str:
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     plan = Plan.make(args.quick, args.cases)
+    if args.seconds:
+        plan = replace(plan, seconds=args.seconds)
     which = set(args.only or SECTIONS)
     registry = Registry.from_directory(gen.DEFINITIONS)
     now = datetime.now(UTC)
@@ -779,6 +781,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--database-url", default=None, help="use this database as it is")
     p.add_argument("--cases", type=int, default=None, help="cases to generate when empty")
     p.add_argument("--only", nargs="*", choices=SECTIONS, help="run only these sections")
+    p.add_argument("--seconds", type=float, default=None, help="per throughput measurement")
     p.add_argument("--output", type=Path, default=None, help="JSON file (default results/)")
     p.add_argument("-v", "--verbose", action="store_true", help="progress on stderr")
     args = p.parse_args(argv)

@@ -1,1 +1,1 @@
-"""Benchmarks (run by hand, never by the test suite)."""
+"""Benchmarks (see bench/README.md); the test suite only checks that the harness runs."""

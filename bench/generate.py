@@ -843,7 +843,9 @@ class PgSink:
             self.cur.execute(ddl)
         self.conn.commit()
         self.conn.autocommit = True
-        self.cur.execute("ANALYZE " + ", ".join(m.__tablename__ for m in TABLES))
+        # VACUUM too, not only ANALYZE: a freshly loaded table has no visibility map, so
+        # PostgreSQL cannot answer the reports' queries from their covering indexes alone
+        self.cur.execute("VACUUM (ANALYZE) " + ", ".join(m.__tablename__ for m in TABLES))
         self.conn.autocommit = False
 
     def close(self) -> None:

@@ -514,6 +514,7 @@ def _targets_page(
         indicators=[(k, i.label(current_lang()), i.kind) for k, i in known.items()],
         kinds={k: i.kind for k, i in known.items()},
         SOURCES=SOURCES,
+        may_see_report=shown is not None and unit in dict(report_units(ctx.actor())),
     )
 
 

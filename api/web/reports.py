@@ -390,17 +390,19 @@ def figure_label(figure: str) -> str:
 
 
 def detail_label(detail: str | None, definition: Any) -> str:
-    """The event, activity or deadline behind a row, by its label."""
+    """The event (``transition:<key>``, ``case.opened``), activity (``activity:<key>``) or
+    deadline (its key) behind a row, by its label."""
     if not detail:
         return ""
     if detail == "case.opened":
         return _("Case opened")
+    kind, _sep, key = detail.partition(":")
     L = labels()
-    for find in (L.transition, L.activity, L.deadline):
-        label = find(detail, definition)
-        if label != detail:
-            return label
-    return detail
+    if kind == "transition" and key:
+        return L.transition(key, definition)
+    if kind == "activity" and key:
+        return L.activity(key, definition)
+    return L.deadline(detail, definition)
 
 
 @bp.route("/reports/cases")

@@ -284,6 +284,10 @@ def test_drill_pages_and_the_case_page(
     assert 'rel="next"' not in second and "Trang đầu" in second
     page = text(b.get(f"/reports/cases?unit={COMMUNE}&{H1}&figure=groups.illegal_use.ended"))
     assert "Trần Văn Bình" in page and "Xã Đô Lương, Nghệ An" in page and "drug_rehab v1" in page
+    # each row says what it counts for: here the transition that left the group
+    assert "Kết thúc hồ sơ 14/06/2026 09:00" in page and "transition:" not in page  # C, closed
+    page = text(b.get(f"/reports/cases?unit={COMMUNE}&{H1}&figure=check_ins.missed"))
+    assert "Kỳ điểm danh, kiểm diện định kỳ" in page and "check_in_due" not in page
     # a case opened from the list is read through the case page: the access log has it
     with app.extensions["rehabflow"].session_factory() as s:
         before = s.scalar(select(func.count()).select_from(AccessLog))

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
 
 from workflow.model import AuditEvent, AuditHead
@@ -75,6 +75,29 @@ def append(session: Session, event: AuditEvent, *, lock: bool = True) -> AuditEv
     event.hash = chain_hash(head.hash, event)
     head.seq, head.hash = event.seq, event.hash
     session.add(event)
+    return event
+
+
+_HEAD = select(AuditHead.seq, AuditHead.hash).where(AuditHead.id == 1)
+_HEAD_LOCKED = _HEAD.with_for_update()
+_MOVE_HEAD = update(AuditHead.__table__).where(AuditHead.__table__.c.id == 1)
+_INSERT_EVENT = insert(AuditEvent.__table__)
+_COLUMNS = tuple(c.key for c in AuditEvent.__table__.columns)
+
+
+def write(session: Session, event: AuditEvent) -> AuditEvent:
+    """Like :func:`append`, but written at once with Core statements (lock the head, insert
+    the event, move the head) instead of through the unit of work: the command hot path.
+    ``event`` stays transient (never added to the session); its seq and hash are set.
+    Call it last in a transaction: the head stays locked until commit (PostgreSQL)."""
+    stmt = _HEAD_LOCKED if session.get_bind().dialect.name == "postgresql" else _HEAD
+    seq, prev = session.execute(stmt).one()
+    event.seq = seq + 1
+    event.at = _normalise(event.at)
+    event.prev_hash = prev
+    event.hash = chain_hash(prev, event)
+    session.execute(_INSERT_EVENT, {name: getattr(event, name) for name in _COLUMNS})
+    session.execute(_MOVE_HEAD, {"seq": event.seq, "hash": event.hash})
     return event
 
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass, replace
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import bindparam, select
+from sqlalchemy import bindparam, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.orm.attributes import flag_modified
@@ -69,6 +69,8 @@ _ACTIVE_DOCUMENTS = select(Document).where(
 _OPEN_DEADLINES = select(Deadline).where(
     Deadline.case_id == bindparam("case_id"), Deadline.status == "open"
 )
+# outbox rows are written as Core inserts (no unit of work: the profile of advance)
+_INSERT_OUTBOX = insert(OutboxMessage.__table__)
 
 
 @dataclass(frozen=True)
@@ -131,11 +133,6 @@ def fold(text: str) -> str:
 
 def _json_value(value: Any) -> Any:
     return value.isoformat() if isinstance(value, date) else value
-
-
-@dataclass
-class _SessionHolder:
-    session: Session
 
 
 class CaseService:
@@ -377,12 +374,25 @@ class CaseService:
         case: Case | None,
         **kwargs: Any,
     ) -> AuditEvent:
-        """Append an audit event in ``session`` (used by the sweep too)."""
-        return self._audit(_SessionHolder(session), actor, now, action, case, **kwargs)
+        """Append an audit event in ``session`` through its unit of work (the sweep and the
+        migration, which append several events in one transaction after locking the head)."""
+        return audit.append(session, self._event(actor, now, action, case, **kwargs))
 
     def _audit(
         self,
-        uow: UnitOfWork | _SessionHolder,
+        uow: UnitOfWork,
+        actor: Actor,
+        now: datetime,
+        action: str,
+        case: Case | None,
+        **kwargs: Any,
+    ) -> AuditEvent:
+        """Append an audit event at once (Core statements; it locks the chain head until
+        commit, so a command calls it after flushing its other writes)."""
+        return audit.write(uow.session, self._event(actor, now, action, case, **kwargs))
+
+    @staticmethod
+    def _event(
         actor: Actor,
         now: datetime,
         action: str,
@@ -394,7 +404,7 @@ class CaseService:
         documents: list[Document] | None = None,
         extra: dict | None = None,
     ) -> AuditEvent:
-        event = AuditEvent(
+        return AuditEvent(
             case_id=case.id if case else None,
             at=now,
             actor_id=actor.user_id,
@@ -413,7 +423,6 @@ class CaseService:
             ],
             extra=extra or {},
         )
-        return audit.append(uow.session, event)
 
     @staticmethod
     def _outbox(
@@ -427,11 +436,13 @@ class CaseService:
         """The action's notifications, in the same transaction; after a hand-over the agencies
         of the sending commune (``previous``: unit, province) are told as well."""
         places = [(case.unit_code, case.province_code)] + ([previous] if previous else [])
-        for n in action.notify:
-            for unit_code, province_code in places:
-                CaseService._outbox_message(
-                    uow, n, action.key, case, event, now, unit_code, province_code
-                )
+        rows = [
+            CaseService._outbox_row(n, action.key, case, event, now, unit_code, province_code)
+            for n in action.notify
+            for unit_code, province_code in places
+        ]
+        if rows:  # one row: a plain execute; several: executemany
+            uow.session.execute(_INSERT_OUTBOX, rows[0] if len(rows) == 1 else rows)
 
     @staticmethod
     def _outbox_message(
@@ -444,32 +455,45 @@ class CaseService:
         unit_code: str,
         province_code: str,
     ) -> None:
-        uow.session.add(
-            OutboxMessage(
-                id=str(uuid.uuid4()),
-                case_id=case.id,
-                audit_seq=event.seq,
-                topic=n.template,
-                recipients={
-                    "agency_types": list(n.agencies),
-                    "unit_code": unit_code,
-                    "province_code": province_code,
-                },
-                payload={
-                    "case_id": case.id,
-                    "case_number": case.number,
-                    "action": action,
-                    "from_state": event.from_state,
-                    "to_state": event.to_state,
-                    "definition": event.definition,
-                    "at": now.isoformat(),
-                },
-                status="pending",
-                attempts=0,
-                created_at=now,
-                available_at=now,
-            )
-        )
+        row = CaseService._outbox_row(n, action, case, event, now, unit_code, province_code)
+        uow.session.execute(_INSERT_OUTBOX, row)
+
+    @staticmethod
+    def _outbox_row(
+        n: Notification,
+        action: str,
+        case: Case,
+        event: AuditEvent,
+        now: datetime,
+        unit_code: str,
+        province_code: str,
+    ) -> dict[str, Any]:
+        return {
+            "id": str(uuid.uuid4()),
+            "case_id": case.id,
+            "audit_seq": event.seq,
+            "topic": n.template,
+            "recipients": {
+                "agency_types": list(n.agencies),
+                "unit_code": unit_code,
+                "province_code": province_code,
+            },
+            "payload": {
+                "case_id": case.id,
+                "case_number": case.number,
+                "action": action,
+                "from_state": event.from_state,
+                "to_state": event.to_state,
+                "definition": event.definition,
+                "at": now.isoformat(),
+            },
+            "status": "pending",
+            "attempts": 0,
+            "created_at": now,
+            "available_at": now,
+            "sent_at": None,
+            "last_error": None,
+        }
 
     # -- deadlines ---------------------------------------------------------------------
     def _apply_deadlines(

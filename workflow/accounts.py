@@ -1,25 +1,39 @@
-"""Users, agencies and API tokens (no web framework here: the CLI and the API both use it)."""
+"""Users, agencies and API tokens (no web framework here: the CLI and the API both use it).
+
+The administrators' changes of an existing user or agency (deactivate, reactivate, a new
+password, an agency's e-mail and webhook) are audit events without a case, in the same hash
+chain as the cases' events (like :mod:`workflow.targets`); they never record a password or a
+webhook secret, only that it changed.
+"""
 
 from __future__ import annotations
 
 import hashlib
+import re
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
+from urllib.parse import urlsplit
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from workflow import units
+from workflow import audit, units
 from workflow.actors import Actor, actor_from_user
 from workflow.db import read_only
-from workflow.errors import NotFound, ValidationFailed
-from workflow.model import Agency, AgencyUnit, ApiToken, User
+from workflow.errors import NotFound, NotPermitted, ValidationFailed
+from workflow.model import Agency, AgencyUnit, ApiToken, AuditEvent, User
 from workflow.registry import Registry
+from workflow.uow import UnitOfWork
 
 TOKEN_PREFIX = "rf_"  # noqa: S105 - a marker, not a secret
+MIN_PASSWORD_LENGTH = 10
+MIN_SECRET_LENGTH = 16  # a webhook's HMAC key
+MAX_SECRET_LENGTH = 128  # agencies.webhook_secret
+EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s.]+$")
 _hasher = PasswordHasher()
 
 
@@ -77,8 +91,8 @@ class Accounts:
             or not username.replace(".", "").replace("_", "").replace("-", "").isalnum()
         ):
             errors["username"] = ["1-64 letters, digits, '.', '_' or '-'"]
-        if password is not None and len(password) < 10:
-            errors["password"] = ["at least 10 characters"]
+        if password is not None and len(password) < MIN_PASSWORD_LENGTH:
+            errors["password"] = [f"at least {MIN_PASSWORD_LENGTH} characters"]
         if errors:
             raise ValidationFailed("invalid user", errors=errors)
         with self.session_factory() as session:
@@ -171,3 +185,154 @@ class Accounts:
             except (VerificationError, InvalidHashError):
                 return None
             return actor_from_user(user)
+
+    # ------------------------------------------------------------------ administration
+    @staticmethod
+    def _admin(actor: Actor) -> None:
+        if not actor.is_admin:
+            raise NotPermitted("only administrators may change users and agencies")
+
+    @staticmethod
+    def _audit(session: Session, actor: Actor, now: datetime, action: str, body: dict) -> None:
+        audit.append(
+            session,
+            AuditEvent(
+                case_id=None,
+                at=now,
+                actor_id=actor.user_id,
+                actor=actor.username,
+                agency_id=actor.agency_id,
+                agency_type=actor.agency_type,
+                role=actor.role,
+                action=action,
+                data_hash=audit.digest(body),
+                documents=[],
+                extra=body,
+            ),
+        )
+
+    @staticmethod
+    def _user(session: Session, user_id: int) -> User:
+        user = session.get(User, user_id)
+        if user is None:
+            raise NotFound(f"no user {user_id}", user_id=user_id)
+        return user
+
+    def set_active(self, actor: Actor, user_id: int, active: bool, now: datetime) -> User:
+        """Deactivate or reactivate a user, audited (``user.deactivated``/``user.reactivated``).
+
+        A deactivated user can no longer sign in, their web session ends at its next request
+        and their API tokens are refused (:meth:`authenticate_token`); reactivating gives the
+        unexpired, unrevoked tokens back. An administrator cannot deactivate themselves.
+        """
+        self._admin(actor)
+        if not active and actor.user_id == user_id:
+            raise ValidationFailed(
+                "you cannot deactivate yourself", errors={"active": ["not yourself"]}
+            )
+        with UnitOfWork(self.session_factory) as uow:
+            user = self._user(uow.session, user_id)
+            if user.active != active:
+                user.active = active
+                action = "user.reactivated" if active else "user.deactivated"
+                body = {"user_id": user.id, "username": user.username}
+                self._audit(uow.session, actor, now, action, body)
+                uow.commit()
+            return user
+
+    def set_password(self, actor: Actor, user_id: int, password: str, now: datetime) -> User:
+        """Give a user a new password, audited (``user.password_reset``, never the password).
+
+        The user's web sessions end (they carry a fingerprint of the password hash).
+        """
+        self._admin(actor)
+        if not isinstance(password, str) or len(password) < MIN_PASSWORD_LENGTH:
+            raise ValidationFailed(
+                "invalid password",
+                errors={"password": [f"at least {MIN_PASSWORD_LENGTH} characters"]},
+            )
+        with UnitOfWork(self.session_factory) as uow:
+            user = self._user(uow.session, user_id)
+            user.password_hash = _hasher.hash(password)
+            body = {"user_id": user.id, "username": user.username}
+            self._audit(uow.session, actor, now, "user.password_reset", body)
+            uow.commit()
+            return user
+
+    def update_agency(
+        self,
+        actor: Actor,
+        agency_id: int,
+        now: datetime,
+        *,
+        email: str | None,
+        webhook_url: str | None,
+        webhook_secret: str | None = None,
+        clear_secret: bool = False,
+    ) -> Agency:
+        """Set an agency's e-mail and webhook, audited (``agency.updated``: which fields).
+
+        ``email``/``webhook_url``: the new values (empty or None: none). ``webhook_secret``:
+        a new secret, or None to keep the one stored (it is never read back);
+        ``clear_secret`` removes it. A webhook URL needs a secret.
+        """
+        self._admin(actor)
+        email = (email or "").strip() or None
+        webhook_url = (webhook_url or "").strip() or None
+        errors = _agency_errors(email, webhook_url, webhook_secret)
+        with UnitOfWork(self.session_factory) as uow:
+            agency = uow.session.get(Agency, agency_id)
+            if agency is None:
+                raise NotFound(f"no agency {agency_id}", agency_id=agency_id)
+            secret = agency.webhook_secret
+            if webhook_secret:
+                secret = webhook_secret
+            elif clear_secret:
+                secret = None
+            if webhook_url and not secret and "webhook_secret" not in errors:
+                errors["webhook_secret"] = ["a webhook URL needs a secret"]
+            if errors:
+                raise ValidationFailed("invalid agency", errors=errors)
+            new = {"email": email, "webhook_url": webhook_url, "webhook_secret": secret}
+            changed = sorted(k for k, v in new.items() if getattr(agency, k) != v)
+            if changed:
+                for k in changed:
+                    setattr(agency, k, new[k])
+                body = {"agency_id": agency.id, "agency": agency.code, "changed": changed}
+                self._audit(uow.session, actor, now, "agency.updated", body)
+                uow.commit()
+            return agency
+
+
+def _agency_errors(
+    email: str | None, webhook_url: str | None, webhook_secret: str | None
+) -> dict[str, list[str]]:
+    errors: dict[str, Any] = {}
+    if email is not None and (len(email) > 255 or not EMAIL_RE.match(email)):
+        errors["email"] = ["an e-mail address like name@example.gov.vn"]
+    if webhook_url is not None and not _valid_url(webhook_url):
+        errors["webhook_url"] = ["an http(s) address with a host, no spaces, no user:password"]
+    if webhook_secret and not (
+        MIN_SECRET_LENGTH <= len(webhook_secret) <= MAX_SECRET_LENGTH
+        and webhook_secret == webhook_secret.strip()
+    ):
+        errors["webhook_secret"] = [
+            f"{MIN_SECRET_LENGTH} to {MAX_SECRET_LENGTH} characters, no spaces at the ends"
+        ]
+    return errors
+
+
+def _valid_url(url: str) -> bool:
+    if len(url) > 500 or any(c.isspace() for c in url):
+        return False
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError:
+        return False
+    return (
+        parts.scheme in ("http", "https")
+        and bool(parts.hostname)
+        and parts.username is None
+        and parts.password is None
+    )

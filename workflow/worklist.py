@@ -28,6 +28,7 @@ from workflow.model import (
     Case,
     Deadline,
     Delivery,
+    IdempotencyRecord,
     InboxItem,
     User,
 )
@@ -120,6 +121,13 @@ class Worklist:
                 user.agency.name,
                 password_fingerprint(user.password_hash),
             )
+
+    def already_done(self, actor: Actor, idempotency_key: str) -> bool:
+        """Whether a command of this actor with this idempotency key succeeded already (a
+        form sent twice: its uploads are not made twice)."""
+        with read_only(), self.session_factory() as s:
+            found = s.get(IdempotencyRecord, (actor.user_id or 0, idempotency_key))
+            return found is not None
 
     def user_id_of(self, username: str) -> int | None:
         with read_only(), self.session_factory() as s:

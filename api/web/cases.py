@@ -3,6 +3,11 @@
 Views translate form posts to :class:`~workflow.service.CaseService` calls and its answers to
 pages: a success redirects (303) to the case page; a refusal re-renders the case page (422, or
 409 when the case changed meanwhile) with the errors next to the form and the typed values kept.
+
+A transition or activity form is one multipart form: a file input per missing required
+document, uploaded first (each through ``attach_document``, its own transaction), then the
+command fired, in one POST. A refused file stops the command; the files accepted stay attached
+and the re-rendered page says so.
 """
 
 from __future__ import annotations
@@ -16,10 +21,11 @@ from datetime import date
 from typing import Any
 
 import filetype
-from flask import Response, flash, render_template, request, send_file, url_for
+from flask import Response, current_app, flash, render_template, request, send_file, url_for
 from flask import redirect as flask_redirect
 from flask_babel import gettext as _
 from markupsafe import Markup
+from werkzeug.datastructures import FileStorage
 
 from api import context as ctx
 from api.web.auth import worklist
@@ -54,15 +60,36 @@ def redirect(location: str) -> Response:
 # --------------------------------------------------------------------------- view models
 @dataclass
 class DocCheck:
-    """One required document of a form: ticked when an unrevoked one is attached."""
+    """One required document of a form: ticked when an unrevoked one is attached; else the
+    form has a file input for it (``doc-<index>``, and ``doc-<index>-type`` to choose among
+    alternatives)."""
 
     codes: tuple[str, ...]
     labels: list[str]
     attached: bool
+    index: int = 0
+    media_types: tuple[str, ...] = ()
+    max_size: int = 0
 
     @property
     def choices(self) -> list[tuple[str, str]]:
         return list(zip(self.codes, self.labels))
+
+    @property
+    def name(self) -> str:
+        return f"doc-{self.index}"
+
+    @property
+    def accept(self) -> str:
+        return ",".join(self.media_types)
+
+    @property
+    def kinds(self) -> str:
+        return ", ".join(t.split("/")[-1].upper() for t in self.media_types)
+
+    @property
+    def max_mb(self) -> int:
+        return max(1, round(self.max_size / 1024 / 1024))
 
 
 @dataclass
@@ -80,6 +107,7 @@ class ActionForm:
     values: dict[str, str] = field(default_factory=dict)
     errors: dict[str, list[str]] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)  # refusals of the last submission
+    attached: list[str] = field(default_factory=list)  # documents it attached nonetheless
 
     @property
     def missing(self) -> list[DocCheck]:
@@ -95,6 +123,7 @@ class Submitted:
     errors: dict[str, list[str]] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
     notice: str | None = None
+    attached: list[str] = field(default_factory=list)  # documents its uploads attached
 
 
 def _doc_labels(codes: Any, d: Definition) -> str:
@@ -127,14 +156,21 @@ def problems_of(exc: Exception, d: Definition) -> list[str]:
 
 def _checks(action: Action, present: set[str], d: Definition) -> list[DocCheck]:
     L = labels()
-    return [
-        DocCheck(
-            req.any_of,
-            [L.document(c, d) for c in req.any_of],
-            bool(present.intersection(req.any_of)),
+    out = []
+    for i, req in enumerate(action.documents):
+        specs = [d.document_types[c] for c in req.any_of if c in d.document_types]
+        media = tuple(dict.fromkeys(m for spec in specs for m in spec.media_types))
+        out.append(
+            DocCheck(
+                req.any_of,
+                [L.document(c, d) for c in req.any_of],
+                bool(present.intersection(req.any_of)),
+                i,
+                media,
+                max((spec.max_size for spec in specs), default=0),
+            )
         )
-        for req in action.documents
-    ]
+    return out
 
 
 def _forms(details: dict[str, Any], d: Definition, sub: Submitted) -> tuple[list, list]:
@@ -172,6 +208,7 @@ def _forms(details: dict[str, Any], d: Definition, sub: Submitted) -> tuple[list
     for form in transitions + activities:
         if form.anchor == sub.form:
             form.values, form.errors, form.problems = sub.values, sub.errors, sub.problems
+            form.attached = sub.attached
     return transitions, activities
 
 
@@ -296,6 +333,54 @@ def _idempotency_key() -> str | None:
     return f"web-{raw}" if re.fullmatch(r"[0-9a-f]{32}", raw) else None
 
 
+def _attach(case_id: int, doc_type: str, upload: FileStorage | None, note: str | None) -> Any:
+    """Attach an uploaded file (its real type sniffed from its first bytes)."""
+    content = upload.read() if upload is not None else b""
+    kind = filetype.guess(content[:8192])
+    return ctx.services().cases.attach_document(
+        case_id,
+        doc_type,
+        content,
+        ctx.actor(),
+        ctx.now(),
+        filename=((upload.filename if upload else None) or "file")[:255],
+        media_type=kind.mime if kind else "application/octet-stream",
+        note=note,
+    )
+
+
+def _upload_documents(
+    case_id: int, action: Action, d: Definition
+) -> tuple[list[str], dict[str, list[str]], list[str]]:
+    """Attach the files chosen in a form's document inputs, each in its own transaction.
+
+    Returns the documents attached, the errors by input and the refusals naming the document.
+    """
+    L = labels()
+    attached: list[str] = []
+    errors: dict[str, list[str]] = {}
+    problems: list[str] = []
+    for i, req in enumerate(action.documents):
+        name = f"doc-{i}"
+        upload = request.files.get(name)
+        if upload is None or not upload.filename:  # no file chosen (an empty part)
+            continue
+        code = req.any_of[0] if len(req.any_of) == 1 else request.form.get(f"{name}-type", "")
+        if code not in req.any_of:
+            errors[name] = [_("Choose which document this file is.")]
+            problems.append(errors[name][0])
+            continue
+        label = L.document(code, d)
+        try:
+            _attach(case_id, code, upload, None)
+        except InvalidDocument as exc:
+            errors[name] = [document_error(exc)]
+            problems.append(_("%(document)s: %(error)s", document=label, error=errors[name][0]))
+            continue
+        attached.append(label)
+    return attached, errors, problems
+
+
 def _form_command(case_id: int, kind: str, key: str) -> Any:
     svc = ctx.services().cases
     actor, now, lang = ctx.actor(), ctx.now(), current_lang()
@@ -305,6 +390,14 @@ def _form_command(case_id: int, kind: str, key: str) -> Any:
     data, local = coerce(action, posted) if action is not None else ({}, {})
     command = svc.advance if kind == "transition" else svc.record_activity
     anchor = f"{'t' if kind == 'transition' else 'a'}-{key}"
+    idem = _idempotency_key()
+    attached: list[str] = []
+    # a form sent twice (a double click) made its uploads the first time
+    if action is not None and not (idem and worklist().already_done(actor, idem)):
+        attached, doc_errors, doc_problems = _upload_documents(case_id, action, d)
+        if doc_errors:
+            sub = Submitted(anchor, posted, doc_errors | local, doc_problems, attached=attached)
+            return render_case(case_id, sub, 422)
     try:
         result = command(
             case_id,
@@ -313,17 +406,20 @@ def _form_command(case_id: int, kind: str, key: str) -> Any:
             actor,
             now,
             expected_version=_expected_version(),
-            idempotency_key=_idempotency_key(),
+            idempotency_key=idem,
             lang=lang,
         )
     except REFUSALS as exc:
         errors = dict(exc.details.get("errors") or {}) | local
-        sub = Submitted(anchor, posted, errors, problems_of(exc, d))
+        sub = Submitted(anchor, posted, errors, problems_of(exc, d), attached=attached)
         return render_case(case_id, sub, 422)
     except (StaleCase, TransitionNotAvailable) as exc:
         status, _title, message = friendly(exc)
-        return render_case(case_id, Submitted(anchor, posted, notice=message), status)
+        sub = Submitted(anchor, posted, notice=message, attached=attached)
+        return render_case(case_id, sub, status)
     L = labels()
+    if attached:
+        flash(_("Uploaded: %(document)s.", document="; ".join(attached)), "success")
     if kind == "transition" and isinstance(action, Transition):
         flash(
             _(
@@ -336,6 +432,35 @@ def _form_command(case_id: int, kind: str, key: str) -> Any:
     else:
         flash(_("Recorded: %(action)s.", action=L.activity(key, d)), "success")
     return redirect(url_for("web.case_page", case_id=case_id) + "#timeline")
+
+
+def _files_room(registry: Any, kind: str, key: str) -> int:
+    """The most bytes of files the form of a transition or activity may carry: the largest
+    allowed file of each of its required documents, added up (in any version)."""
+    largest = 0
+    for d in registry.all():
+        action = (d.transitions if kind == "transition" else d.activities).get(key)
+        if action is None:
+            continue
+        total = 0
+        for req in action.documents:
+            sizes = [d.document_types[c].max_size for c in req.any_of if c in d.document_types]
+            total += max(sizes, default=0)
+        largest = max(largest, total)
+    return largest
+
+
+@bp.before_app_request
+def _room_for_the_files() -> None:
+    """A transition or activity form carries a file per missing document: it may be larger
+    than the app's limit for one upload (this runs before the CSRF check reads the form)."""
+    kinds = {"web.fire_transition": "transition", "web.record_activity": "activity"}
+    kind = kinds.get(request.endpoint or "")
+    if kind is None:
+        return
+    key = (request.view_args or {}).get("key", "")
+    room = _files_room(ctx.services().registry, kind, key) + 64 * 1024
+    request.max_content_length = max(current_app.config.get("MAX_CONTENT_LENGTH") or 0, room)
 
 
 @bp.route("/cases/<int:case_id>/transitions/<key>", methods=["POST"])
@@ -361,23 +486,12 @@ def upload_document(case_id: int) -> Any:
     form_id = request.form.get("form", "documents")
     doc_type = request.form.get("type", "")
     upload = request.files.get("file")
-    content = upload.read() if upload is not None else b""
     kept = {"type": doc_type, "note": request.form.get("note", "")}
-    if not content:
+    if upload is None or not upload.filename:
         sub = Submitted(f"upload:{form_id}", kept, {"file": [_("Choose a file to upload.")]})
         return render_case(case_id, sub, 422)
-    kind = filetype.guess(content[:8192])
     try:
-        doc = ctx.services().cases.attach_document(
-            case_id,
-            doc_type,
-            content,
-            ctx.actor(),
-            ctx.now(),
-            filename=((upload.filename if upload else None) or "file")[:255],
-            media_type=kind.mime if kind else "application/octet-stream",
-            note=request.form.get("note") or None,
-        )
+        doc = _attach(case_id, doc_type, upload, request.form.get("note") or None)
     except InvalidDocument as exc:
         sub = Submitted(f"upload:{form_id}", kept, {"file": [document_error(exc)]})
         return render_case(case_id, sub, 422)

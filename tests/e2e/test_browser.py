@@ -2,8 +2,9 @@
 against the app served by waitress on a free loopback port.
 
 A commune police officer opens a case, tries a transition without its document and reads the
-Vietnamese error naming it, uploads the document in place, fires the transition and sees the
-new state and the timeline entry; then the province's health facility, which the case now
+Vietnamese error naming it, chooses a wrong file in the same form (refused, named, the input
+kept), then the scan, which is uploaded and the transition fired in one send, and sees the new
+state and the timeline entry; then the province's health facility, which the case now
 reaches, finds it in its worklist. Each step leaves a screenshot in ``test-artifacts/browser/``.
 
 Skipped only when ``/usr/bin/chromium`` is missing and ``REHABFLOW_REQUIRE_BROWSER`` is unset.
@@ -146,22 +147,32 @@ def test_officer_opens_and_advances_a_case_the_health_facility_then_sees_it(
     expect(page.locator(".sub .tag.state")).to_have_text("Phát hiện sử dụng trái phép chất ma túy")
     _shot(page, "04-missing-document", full=False)
 
-    # 4. upload it in place
+    # 4. a file that is no document, chosen in the same form: refused, named, the input kept
+    card = page.locator("#t-request_determination")
+    notes = tmp_path / "ghi-chu.pdf"
+    notes.write_text("không phải tệp PDF\n", encoding="utf-8")
+    card.get_by_label("Văn bản đề nghị xác định tình trạng nghiện ma túy").set_input_files(
+        str(notes)
+    )
+    card.get_by_role("button", name="Đề nghị xác định tình trạng nghiện ma túy", exact=True).click()
+    expect(page.locator("#t-request_determination [role=alert]")).to_contain_text(
+        "Văn bản đề nghị xác định tình trạng nghiện ma túy: Loại tệp này không được chấp nhận"
+    )
+    card = page.locator("#t-request_determination")
+    expect(card.get_by_label("Ngày đề nghị")).to_have_value(today)
+    expect(card.get_by_label("Căn cứ đề nghị")).to_have_value("own_request")
+    _shot(page, "05-wrong-file", full=False)
+
+    # 5. the real scan in the same form: uploaded and the transition fired in one send
     scan = tmp_path / "de-nghi-xac-dinh.pdf"
     scan.write_bytes(fake_pdf("browser-determination-request"))
-    card = page.locator("#t-request_determination")
-    card.get_by_label("Tệp (PDF, JPEG hoặc PNG)").set_input_files(str(scan))
-    card.get_by_role("button", name="Tải lên").click()
-    expect(page.get_by_role("status").filter(has_text="Đã tải lên")).to_be_visible()
-    card = page.locator("#t-request_determination")
-    expect(card.locator(".tick.yes")).to_have_count(1)
-    expect(card.locator(".notice")).to_have_count(0)
-    _shot(page, "05-document-uploaded", full=False)
-
-    # 5. fire the transition: the new state, the timeline entry, the diagram
-    card.get_by_label("Ngày đề nghị").fill(today)
-    card.get_by_label("Căn cứ đề nghị").select_option("own_request")
+    card.get_by_label("Văn bản đề nghị xác định tình trạng nghiện ma túy").set_input_files(
+        str(scan)
+    )
     card.get_by_role("button", name="Đề nghị xác định tình trạng nghiện ma túy", exact=True).click()
+    expect(page.get_by_role("status").filter(has_text="Đã tải lên")).to_contain_text(
+        "Văn bản đề nghị xác định tình trạng nghiện ma túy"
+    )
     expect(page.get_by_role("status").filter(has_text="Đã thực hiện")).to_contain_text(
         "Trạng thái hồ sơ hiện nay: Đang xác định tình trạng nghiện ma túy."
     )

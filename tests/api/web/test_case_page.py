@@ -124,9 +124,15 @@ class TestWhatIsShown:
         assert 'placeholder="dd/mm/yyyy"' in form
         assert '<label for="t-request_determination-reason">Căn cứ đề nghị' in form
         assert '<option value="own_request">Tự nguyện đề nghị xác định</option>' in form
-        # upload in place, for this document
-        assert 'name="type" value="determination_request"' in form
+        # upload in place: one form, with a file input labelled with the missing document
+        assert form.count("<form ") == 1
         assert 'enctype="multipart/form-data"' in form
+        label = form.split('<label for="t-request_determination-doc-0">', 1)[1].split("</label>")[0]
+        assert text_of(label) == f"✗ Còn thiếu: {DOC}"
+        assert re.search(
+            r'<input type="file" id="t-request_determination-doc-0" name="doc-0"', form
+        )
+        assert "Tệp PDF, JPEG, PNG, tối đa 20 MB" in form
 
     def test_no_step_for_a_family_member(self, app: Flask, people: People, case_id: int) -> None:
         family = people.get("family", "officer").login()

@@ -1,5 +1,6 @@
-"""Administration pages (administrators only): users, agencies, API tokens, dead-lettered
-notifications and the access log."""
+"""Administration pages (administrators only): users (new, deactivate/reactivate, a new
+password), agencies (e-mail and webhook), API tokens, dead-lettered notifications and the
+access log. Changes go through :class:`~workflow.accounts.Accounts`, which audits them."""
 
 from __future__ import annotations
 
@@ -13,7 +14,9 @@ from api import context as ctx
 from api.web.auth import worklist
 from api.web.blueprint import bp
 from api.web.i18n import labels
+from workflow.accounts import MAX_SECRET_LENGTH, MIN_PASSWORD_LENGTH, MIN_SECRET_LENGTH
 from workflow.errors import NotFound, NotPermitted, ValidationFailed
+from workflow.model import Agency, User
 
 
 def _admin() -> None:
@@ -114,11 +117,123 @@ def admin_users() -> Any:
     return _see_other("web.admin_users")
 
 
+def _user(user_id: int) -> User:
+    found = next((u for u in worklist().users(ctx.actor()) if u.id == user_id), None)
+    if found is None:
+        raise NotFound(f"no user {user_id}", user_id=user_id)
+    return found
+
+
+def _user_page(user_id: int, errors: dict[str, list[str]], status: int) -> Any:
+    page = render_template(
+        "web/admin/user.html",
+        u=_user(user_id),
+        errors=errors,
+        myself=ctx.actor().user_id == user_id,
+        min_password=MIN_PASSWORD_LENGTH,
+    )
+    return page, status
+
+
+@bp.route("/admin/users/<int:user_id>")
+def admin_user(user_id: int) -> Any:
+    _admin()
+    return _user_page(user_id, {}, 200)
+
+
+@bp.route("/admin/users/<int:user_id>/active", methods=["POST"])
+def admin_user_active(user_id: int) -> Any:
+    _admin()
+    active = request.form.get("active") == "1"
+    try:
+        user = ctx.accounts().set_active(ctx.actor(), user_id, active, ctx.now())
+    except ValidationFailed:
+        errors = {"active": [_("You cannot deactivate your own account.")]}
+        return _user_page(user_id, errors, 422)
+    if active:
+        flash(_("User %(name)s reactivated.", name=user.username), "success")
+    else:
+        flash(_("User %(name)s deactivated.", name=user.username), "success")
+    return _see_other("web.admin_user", user_id=user_id)
+
+
+@bp.route("/admin/users/<int:user_id>/password", methods=["POST"])
+def admin_user_password(user_id: int) -> Any:
+    _admin()
+    password = request.form.get("password", "")
+    errors: dict[str, list[str]] = {}
+    if len(password) < MIN_PASSWORD_LENGTH:
+        errors["password"] = [_("At least %(n)s characters.", n=MIN_PASSWORD_LENGTH)]
+    elif password != request.form.get("password2", ""):
+        errors["password2"] = [_("The two passwords are not the same.")]
+    if errors:
+        return _user_page(user_id, errors, 422)
+    user = ctx.accounts().set_password(ctx.actor(), user_id, password, ctx.now())
+    flash(_("New password set for %(name)s.", name=user.username), "success")
+    return _see_other("web.admin_user", user_id=user_id)
+
+
 # --------------------------------------------------------------------------- agencies
 @bp.route("/admin/agencies")
 def admin_agencies() -> Any:
     _admin()
     return render_template("web/admin/agencies.html", agencies=worklist().agencies(ctx.actor()))
+
+
+def _agency(agency_id: int) -> Agency:
+    found = next((a for a, _n in worklist().agencies(ctx.actor()) if a.id == agency_id), None)
+    if found is None:
+        raise NotFound(f"no agency {agency_id}", agency_id=agency_id)
+    return found
+
+
+def _agency_errors(raw: dict[str, list[str]]) -> dict[str, list[str]]:
+    """Accounts' messages (English, for the CLI) as the page's messages."""
+    out: dict[str, list[str]] = {}
+    for name in raw:
+        if name == "email":
+            out[name] = [_("Enter an e-mail address, e.g. congan.xa@nghean.gov.vn.")]
+        elif name == "webhook_url":
+            out[name] = [_("Enter an https:// or http:// address, without spaces or a password.")]
+        elif name == "webhook_secret" and any("needs" in m for m in raw[name]):
+            out[name] = [_("A webhook needs a secret key: enter one.")]
+        elif name == "webhook_secret":
+            out[name] = [
+                _(
+                    "From %(min)s to %(max)s characters, without spaces at the ends.",
+                    min=MIN_SECRET_LENGTH,
+                    max=MAX_SECRET_LENGTH,
+                )
+            ]
+        else:
+            out[name] = raw[name]
+    return out
+
+
+@bp.route("/admin/agencies/<int:agency_id>", methods=["GET", "POST"])
+def admin_agency(agency_id: int) -> Any:
+    _admin()
+    agency = _agency(agency_id)
+    if request.method == "GET":
+        values = {"email": agency.email or "", "webhook_url": agency.webhook_url or ""}
+        return render_template("web/admin/agency.html", a=agency, values=values, errors={})
+    values = {k: request.form.get(k, "").strip() for k in ("email", "webhook_url")}
+    try:
+        ctx.accounts().update_agency(
+            ctx.actor(),
+            agency_id,
+            ctx.now(),
+            email=values["email"],
+            webhook_url=values["webhook_url"],
+            webhook_secret=request.form.get("webhook_secret") or None,
+            clear_secret=request.form.get("clear_secret") == "1",
+        )
+    except ValidationFailed as exc:
+        errors = _agency_errors(exc.details.get("errors") or {})
+        page = render_template("web/admin/agency.html", a=agency, values=values, errors=errors)
+        return page, 422
+    flash(_("Agency %(name)s saved.", name=agency.name), "success")
+    return _see_other("web.admin_agencies")
 
 
 # --------------------------------------------------------------------------- tokens

@@ -18,6 +18,7 @@ import hashlib
 import math
 import re
 from collections.abc import Sequence
+from functools import partial
 from typing import Any
 from xml.sax.saxutils import escape, quoteattr
 
@@ -37,12 +38,17 @@ def _num(x: float) -> str:
     return f"{x:.2f}".rstrip("0").rstrip(".")
 
 
-def _fmt(value: float | int | None) -> str:
+def _fmt(value: float | int | None, lang: str = "vi") -> str:
+    """A figure as people read it: 1.234 and 12,5 in Vietnamese; 1,234 and 12.5 in English."""
     if value is None:
         return "—"
     if isinstance(value, float) and not value.is_integer():
-        return f"{value:,.2f}".replace(",", " ").rstrip("0").rstrip(".")
-    return f"{int(value):,}".replace(",", " ")
+        text = f"{value:,.2f}".rstrip("0").rstrip(".")
+    else:
+        text = f"{int(value):,}"
+    if lang == "vi":
+        text = text.replace(",", "\0").replace(".", ",").replace("\0", ".")
+    return text
 
 
 def _id(prefix: str | None, title: str) -> str:
@@ -119,12 +125,14 @@ def bar_chart(
     width: int = 640,
     label_width: int = 0,
     id_prefix: str | None = None,
+    lang: str = "vi",
 ) -> str:
     """Horizontal bars, one per ``(label, value)``, the value written after each bar, under a
     visible heading. Labels sit above their bar (long names never cut), or on its left in
     ``label_width`` pixels when that is given (short labels such as months).
 
     Bar lengths are proportional to the values (zero: no bar, the value still written)."""
+    fmt = partial(_fmt, lang=lang)
     uid = _id(id_prefix, title)
     above = label_width == 0
     bar_h, value_room, top = 18, 70, 30
@@ -135,13 +143,13 @@ def bar_chart(
     biggest = max((v for _, v in bars), default=0) or 1
     scale = track / biggest
     if desc is None:
-        desc = "; ".join(f"{label}: {_fmt(v)}{(' ' + unit) if unit else ''}" for label, v in bars)
+        desc = "; ".join(f"{label}: {fmt(v)}{(' ' + unit) if unit else ''}" for label, v in bars)
     out = _open(width, height, uid, title, desc)
     out.append(f'<g role="list" aria-label={quoteattr(title)}>')
     for i, (label, value) in enumerate(bars):
         y = top + i * row + (18 if above else 0)
         w = max(value, 0) * scale
-        words = f"{label}: {_fmt(value)}{(' ' + unit) if unit else ''}"
+        words = f"{label}: {fmt(value)}{(' ' + unit) if unit else ''}"
         out.append(f'<g role="listitem" aria-label={quoteattr(words)}>')
         if above:
             out.append(_text(0, y - 5, label, class_="label"))
@@ -152,7 +160,7 @@ def bar_chart(
             f'height="{bar_h}" fill="{BAR}" data-value="{value}">'
             f"<title>{escape(words)}</title></rect>"
         )
-        out.append(_text(x0 + w + 6, y + bar_h / 2 + 4, _fmt(value), class_="value"))
+        out.append(_text(x0 + w + 6, y + bar_h / 2 + 4, fmt(value), class_="value"))
         out.append("</g>")
     out.append("</g>")
     if bars:
@@ -202,9 +210,11 @@ def line_chart(
     width: int = 760,
     height: int = 340,
     id_prefix: str | None = None,
+    lang: str = "vi",
 ) -> str:
     """One line per ``(name, values)`` over ``labels`` (e.g. months), with a marker of its own
     shape at each point, the series' name at its end and in the legend, a value axis from 0."""
+    fmt = partial(_fmt, lang=lang)
     uid = _id(id_prefix, title)
     left, right, top = 56, 32, 34
     plot_w = width - left - right
@@ -221,7 +231,7 @@ def line_chart(
     xs = [left + i * gap for i in range(len(labels))] if len(labels) > 1 else [left + plot_w / 2]
     if desc is None:
         desc = ". ".join(
-            f"{name}: " + ", ".join(f"{lab} {_fmt(v)}" for lab, v in zip(labels, vs, strict=True))
+            f"{name}: " + ", ".join(f"{lab} {fmt(v)}" for lab, v in zip(labels, vs, strict=True))
             for name, vs in series
         )
     out = _open(width, height, uid, title, desc)
@@ -233,7 +243,7 @@ def line_chart(
             f'<line class="{cls}" x1="{left}" y1="{_num(y)}" x2="{_num(left + plot_w)}" '
             f'y2="{_num(y)}" stroke="{colour}"/>'
         )
-        out.append(_text(left - 6, y + 4, _fmt(v), anchor="end", class_="tick"))
+        out.append(_text(left - 6, y + 4, fmt(v), anchor="end", class_="tick"))
     for x, lab in zip(xs, labels, strict=True):
         out.append(_text(x, base + 18, lab, anchor="middle", class_="label"))
     for n, (name, values) in enumerate(series):
@@ -248,7 +258,7 @@ def line_chart(
             f' fill="none" stroke="{colour}" stroke-width="2"{dash_attr}/>'
         )
         for (x, y), lab, v in zip(pts, labels, values, strict=True):
-            words = f"{name}, {lab}: {_fmt(v)}"
+            words = f"{name}, {lab}: {fmt(v)}"
             out.append(f'<g role="listitem" aria-label={quoteattr(words)}>')
             out.append(_marker(shape, x, y, colour, v, words))
             out.append("</g>")
@@ -257,7 +267,7 @@ def line_chart(
         y = base + 44 + n * 22
         colour, dash = COLOURS[n % len(COLOURS)], DASHES[n % len(DASHES)]
         dash_attr = f' stroke-dasharray="{dash}"' if dash else ""
-        last = f" ({labels[-1]}: {_fmt(values[-1])})" if values else ""
+        last = f" ({labels[-1]}: {fmt(values[-1])})" if values else ""
         out.append('<g class="legend">')
         out.append(
             f'<line x1="{left}" y1="{_num(y)}" x2="{left + 30}" y2="{_num(y)}" '
@@ -278,18 +288,20 @@ def target_chart(
     legend: tuple[str, str] = ("Kế hoạch", "Thực hiện"),
     width: int = 700,
     id_prefix: str | None = None,
+    lang: str = "vi",
 ) -> str:
     """Plan vs actual per ``(label, plan, actual)``, under a visible heading and a legend: the
     plan is a hatched track, the actual a solid bar on the same row's scale, followed by
     "actual / plan (x %)"; each label sits above its row."""
+    fmt = partial(_fmt, lang=lang)
     uid = _id(id_prefix, title)
     bar_h, row, top, value_room = 22, 50, 54, 170
     height = top + len(rows) * row + 4
     track = width - value_room
     if desc is None:
         desc = "; ".join(
-            f"{label}: {legend[1].lower()} {_fmt(actual)}, {legend[0].lower()} {_fmt(plan)}"
-            + (f" ({_fmt(round(actual / plan * 100, 1))} %)" if plan and actual is not None else "")
+            f"{label}: {legend[1].lower()} {fmt(actual)}, {legend[0].lower()} {fmt(plan)}"
+            + (f" ({fmt(round(actual / plan * 100, 1))} %)" if plan and actual is not None else "")
             for label, plan, actual in rows
         )
     out = _open(width, height, uid, title, desc)
@@ -308,8 +320,8 @@ def target_chart(
     for i, (label, plan, actual) in enumerate(rows):
         y = top + i * row + 20
         scale = track / max(plan or 0, actual or 0, 1)
-        share = f" ({_fmt(round(actual / plan * 100, 1))} %)" if plan and actual is not None else ""
-        words = f"{_fmt(actual)} / {_fmt(plan)}{share}"
+        share = f" ({fmt(round(actual / plan * 100, 1))} %)" if plan and actual is not None else ""
+        words = f"{fmt(actual)} / {fmt(plan)}{share}"
         out.append(
             f'<g class="target" role="listitem" aria-label={quoteattr(label + ": " + words)}>'
         )
@@ -372,12 +384,14 @@ def report_charts(report: dict[str, Any], *, lang: str = "vi") -> dict[str, str]
             title=f"{t['groups']} — {where}",
             unit=t["people"],
             id_prefix="rf-groups",
+            lang=lang,
         ),
         "trend": line_chart(
             [_month(m["month"]) for m in report["trend"]],
             [(labels[g], [m["groups"][g] for m in report["trend"]]) for g in labels],
             title=f"{t['trend']} — {where}",
             id_prefix="rf-trend",
+            lang=lang,
         ),
         "new_cases": bar_chart(
             [(_month(m["month"]), m["new_cases"]) for m in report["trend"]],
@@ -385,6 +399,7 @@ def report_charts(report: dict[str, Any], *, lang: str = "vi") -> dict[str, str]
             unit=t["cases"],
             label_width=80,
             id_prefix="rf-new",
+            lang=lang,
         ),
     }
     if report.get("targets"):
@@ -393,6 +408,7 @@ def report_charts(report: dict[str, Any], *, lang: str = "vi") -> dict[str, str]
             title=f"{t['targets']} {report['year']} — {where}",
             legend=t["legend"],
             id_prefix="rf-targets",
+            lang=lang,
         )
     return charts
 

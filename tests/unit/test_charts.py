@@ -122,7 +122,7 @@ def test_target_chart() -> None:
 def test_value_axis_reaches_the_biggest_value() -> None:
     for biggest in (0, 1, 3, 7.5, 8.5, 31, 250, 1999):
         root = parse(line_chart(["a", "b"], [("s", [0, biggest])], title="t"))
-        ticks = [float(t.text.replace(" ", "")) for t in root.iter() if t.get("class") == "tick"]
+        ticks = [vi_number(t.text) for t in root.iter() if t.get("class") == "tick"]
         assert ticks[0] == 0 and ticks[-1] >= biggest and len(ticks) <= 6
         assert all(t == int(t) for t in ticks)  # whole people
 
@@ -161,3 +161,20 @@ def test_report_charts() -> None:
     assert "targets" not in report_charts({**report, "targets": []})
     english = report_charts(report, lang="en")["groups"]
     assert "People under management" in english
+
+
+def vi_number(text: str) -> float:
+    """A figure written the Vietnamese way (1.234,5) as a number."""
+    return float(text.replace(".", "").replace(",", "."))
+
+
+def test_figures_are_written_the_way_each_language_reads_them() -> None:
+    bars = [("Nhóm", 1234.5), ("Khác", 2000)]
+    vi = {t.text for t in parse(bar_chart(bars, title="t")).iter() if t.get("class") == "value"}
+    en = {
+        t.text
+        for t in parse(bar_chart(bars, title="t", lang="en")).iter()
+        if t.get("class") == "value"
+    }
+    assert vi == {"1.234,5", "2.000"}
+    assert en == {"1,234.5", "2,000"}

@@ -171,7 +171,12 @@ class Migrator:
         target: Definition,
         case: Case,
         today: date,
+        *,
+        open_rows: list[Deadline] | None = None,
+        have: set[str] | None = None,
     ) -> Assessment:
+        """What moving ``case`` would do. ``open_rows`` (its open deadlines) and ``have`` (the
+        types of its active documents) may be given, read for a whole batch at once."""
         out = Assessment(case.id, case.number, case.state, plan.states.get(case.state))
         if case.state in plan.unmapped:
             label = plan.unmapped[case.state].reason
@@ -185,23 +190,28 @@ class Migrator:
             }
             return out
         fields = dict(case.fields or {})
-        rows = session.execute(
-            select(Deadline).where(Deadline.case_id == case.id, Deadline.status == "open")
-        ).scalars()
+        if open_rows is None:
+            open_rows = list(
+                session.execute(
+                    select(Deadline).where(Deadline.case_id == case.id, Deadline.status == "open")
+                ).scalars()
+            )
         open_keys = set()
-        for row in rows:
+        for row in open_rows:
             open_keys.add(row.key)
             out.deadlines.append(self._deadline_change(plan, target, row, out.to_state, fields))
         for spec in target.scheduled:
             if out.to_state in spec.during and spec.key not in open_keys:
                 due = deadlines.add(self.calendar, today, spec.duration, target, {}, fields)
                 out.deadlines.append(DeadlineChange(spec.key, "start", None, due))
-        have = {
-            doc.type
-            for doc in session.execute(
-                select(Document).where(Document.case_id == case.id, Document.revoked_at.is_(None))
-            ).scalars()
-        }
+        if have is None:
+            have = set(
+                session.execute(
+                    select(Document.type).where(
+                        Document.case_id == case.id, Document.revoked_at.is_(None)
+                    )
+                ).scalars()
+            )
         new_reqs = self._requirements(target, out.to_state) - self._requirements(source, case.state)
         out.new_documents = sorted(
             " | ".join(req) for req in new_reqs if not have.intersection(req)
@@ -258,8 +268,29 @@ class Migrator:
         for ids in self._ids(source, where):
             with self.service.uow(read_only=True) as uow:
                 cases = uow.session.execute(select(Case).where(Case.id.in_(ids))).scalars()
+                rows: dict[int, list[Deadline]] = defaultdict(list)
+                for row in uow.session.execute(
+                    select(Deadline).where(Deadline.case_id.in_(ids), Deadline.status == "open")
+                ).scalars():
+                    rows[row.case_id].append(row)
+                have: dict[int, set[str]] = defaultdict(set)
+                for case_id, doc_type in uow.session.execute(
+                    select(Document.case_id, Document.type).where(
+                        Document.case_id.in_(ids), Document.revoked_at.is_(None)
+                    )
+                ):
+                    have[case_id].add(doc_type)
                 for case in cases:
-                    a = self.assess(uow.session, plan, source, target, case, today)
+                    a = self.assess(
+                        uow.session,
+                        plan,
+                        source,
+                        target,
+                        case,
+                        today,
+                        open_rows=rows[case.id],
+                        have=have[case.id],
+                    )
                     total += 1
                     states[(a.from_state, a.to_state)] += 1
                     if not a.movable:

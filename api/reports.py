@@ -124,13 +124,23 @@ class TargetsOut(Schema):
     plan = fields.List(fields.Nested(PlanOut))
 
 
+def is_central(who: Actor) -> bool:
+    """The actor's agency type is of the central level (a ministry) in some definition: it
+    reports on the whole country."""
+    return any(
+        (a := d.agency_types.get(who.agency_type)) is not None and a.level == "central"
+        for d in ctx.services().registry.all()
+    )
+
+
 def allowed_unit(who: Actor, unit: str | None) -> str | None:
     """The unit ``who`` may report on (the rule of the API and the report pages): a unit their
-    agency covers, or a commune of a province it covers; no unit means the whole country for
-    the system, else the user's only unit. ValidationFailed for an unknown unit, NotPermitted
-    outside the jurisdiction."""
+    agency covers, or a commune of a province it covers; the system and central-level agencies
+    may report on any unit, and no unit means the whole country for them, else the user's only
+    unit. ValidationFailed for an unknown unit, NotPermitted outside the jurisdiction."""
+    national = who.is_system or is_central(who)
     if unit is None:
-        if who.is_system:
+        if national:
             return None
         if len(who.units) == 1:
             return next(iter(who.units))
@@ -138,7 +148,7 @@ def allowed_unit(who: Actor, unit: str | None) -> str | None:
     found = units.get(unit)
     if found is None:
         raise ValidationFailed(f"unknown unit {unit!r}", errors={"unit": ["unknown unit"]})
-    if who.is_system or unit in who.units or found.province_code in who.units:
+    if national or unit in who.units or found.province_code in who.units:
         return unit
     raise NotPermitted("the unit is outside your jurisdiction", unit=unit)
 

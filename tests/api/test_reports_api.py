@@ -57,6 +57,14 @@ def test_jurisdiction(users: ApiUsers) -> None:
     assert_problem(officer.get(f"{URL}?unit=99999&period=2026"), 422)
     assert_problem(officer.get(f"{URL}?unit={COMMUNE}"), 422)
     assert_problem(officer.get(f"{URL}?unit={COMMUNE}&period=2026Q1"), 422)
+    # without a unit: one's own unit; the whole country only for a central-level agency
+    assert officer.get(f"{URL}?period=2026").get_json()["unit"] == COMMUNE
+    assert province.get(f"{URL}?period=2026").get_json()["unit"] == PROVINCE
+    ministry = users.get("ministry", "head", PROVINCE)
+    country = ministry.get(f"{URL}?period=2026")
+    assert country.status_code == 200 and country.get_json()["unit"] is None
+    for unit in (OTHER_PROVINCE, OTHER_COMMUNE):
+        assert ministry.get(f"{URL}?unit={unit}&period=2026").status_code == 200
 
 
 def test_xlsx_and_csv(users: ApiUsers) -> None:

@@ -162,15 +162,42 @@ class Accounts:
         """The actor of a valid (known, unexpired, unrevoked, active user) token, else None."""
         if not token.startswith(TOKEN_PREFIX) or len(token) > 100:
             return None
+        # one round trip (token, user, agency and its units), no ORM objects: this runs on
+        # every API request
+        stmt = (
+            select(
+                ApiToken.revoked_at,
+                ApiToken.expires_at,
+                User.id,
+                User.username,
+                User.agency_id,
+                User.role,
+                User.is_admin,
+                User.active,
+                Agency.type,
+                AgencyUnit.unit_code,
+            )
+            .join(User, User.id == ApiToken.user_id)
+            .join(Agency, Agency.id == User.agency_id)
+            .outerjoin(AgencyUnit, AgencyUnit.agency_id == Agency.id)
+            .where(ApiToken.token_hash == token_hash(token))
+        )
         with read_only(), self.session_factory() as session:
-            row = session.execute(
-                select(ApiToken).where(ApiToken.token_hash == token_hash(token))
-            ).scalar_one_or_none()
-            if row is None or row.revoked_at is not None or row.expires_at <= now:
-                return None
-            if not row.user.active:
-                return None
-            return actor_from_user(row.user)
+            rows = session.execute(stmt).all()
+        if not rows:
+            return None
+        first = rows[0]
+        if first.revoked_at is not None or first.expires_at <= now or not first.active:
+            return None
+        return Actor(
+            user_id=first.id,
+            username=first.username,
+            agency_id=first.agency_id,
+            agency_type=first.type,
+            role=first.role,
+            units=frozenset(r.unit_code for r in rows if r.unit_code is not None),
+            is_admin=first.is_admin,
+        )
 
     def authenticate_password(self, username: str, password: str) -> Actor | None:
         with read_only(), self.session_factory() as session:

@@ -194,6 +194,11 @@ class CaseService:
             out |= d.states_routed_to(agency_type)
         return frozenset(out)
 
+    def shows_person(self, case: Case, actor: Actor) -> bool:
+        """Whether ``actor`` may see who the person of ``case`` is (the definition's
+        ``personal_data``); the others see the case without the person's identity."""
+        return actor.is_system or self.definition_of(case).shows_person_to(actor.agency_type)
+
     def definition_of(self, case: Case) -> Definition:
         return self.registry.get(case.definition_key, case.definition_version)
 
@@ -328,7 +333,12 @@ class CaseService:
 
     @staticmethod
     def _flush(uow: UnitOfWork, case_id: int) -> None:
-        """Flush (the case's version-checked UPDATE); a lost race is a StaleCase."""
+        """Flush (the case's version-checked UPDATE); a lost race is a StaleCase.
+
+        Commands flush their case and deadline rows before :meth:`_audit` locks the audit
+        head, so the lock every writer waits for is held only for the event, the outbox and
+        the commit. Lock order stays case row, then deadline rows, then head; the sweep takes
+        the head before its deadline rows (SKIP LOCKED) and never waits for a case row."""
         try:
             uow.session.flush()
         except StaleDataError:
@@ -664,6 +674,7 @@ class CaseService:
             if d.opening is not None:
                 self._set_fields(d, d.opening, case, form, today)
             self._apply_deadlines(uow, d, d.opening, case, form, now, terminal=False)
+            self._flush(uow, case.id)  # before the audit head is locked (see _flush)
             event = self._audit(
                 uow,
                 actor,
@@ -676,7 +687,6 @@ class CaseService:
             )
             if d.opening is not None:
                 self._outbox(uow, d.opening, case, event, now)
-            self._flush(uow, case.id)
             result = CommandResult(
                 case.id, case.number, case.state, case.version, event.seq, "case.opened"
             )
@@ -774,6 +784,9 @@ class CaseService:
                 case.closed_at = now
             self._set_fields(d, t, case, form, today)
             self._apply_deadlines(uow, d, t, case, form, now, terminal=dest.kind == "terminal")
+            extra = self._transfer_extra(case, moving_to)
+            previous = self._hand_over(case, moving_to)
+            self._flush(uow, case.id)  # before the audit head is locked (see _flush)
             event = self._audit(
                 uow,
                 actor,
@@ -784,11 +797,10 @@ class CaseService:
                 to_state=dest.key,
                 data={k: _json_value(v) for k, v in form.items()},
                 documents=self._used_documents(t, docs),
-                extra=self._transfer_extra(case, moving_to),
+                extra=extra,
             )
-            previous = self._hand_over(uow, case, moving_to, event, now)
+            self._custody(uow, case, previous, event, now)
             self._outbox(uow, t, case, event, now, previous)
-            self._flush(uow, case.id)
             result = CommandResult(
                 case.id,
                 case.number,
@@ -839,28 +851,38 @@ class CaseService:
         }
 
     @staticmethod
-    def _hand_over(
-        uow: UnitOfWork, case: Case, target: str | None, event: AuditEvent, now: datetime
-    ) -> tuple[str, str] | None:
-        """Move the case to ``target``: the sending commune keeps read access to the history
-        up to this event (a custody row); deadlines continue. Returns the sending place."""
+    def _hand_over(case: Case, target: str | None) -> tuple[str, str] | None:
+        """Move the case to ``target`` (deadlines continue); returns the sending place, which
+        keeps read access to the history up to the command's event (:meth:`_custody`)."""
         if target is None:
             return None
         previous = (case.unit_code, case.province_code)
-        uow.session.add(
-            CaseCustody(
-                case_id=case.id,
-                unit_code=case.unit_code,
-                province_code=case.province_code,
-                until_at=now,
-                until_seq=event.seq,
-            )
-        )
         unit = units.get(target)
         case.unit_code = target
         case.province_code = unit.province_code if unit else case.province_code
         case.subject.unit_code = target
         return previous
+
+    @staticmethod
+    def _custody(
+        uow: UnitOfWork,
+        case: Case,
+        previous: tuple[str, str] | None,
+        event: AuditEvent,
+        now: datetime,
+    ) -> None:
+        """The sending commune's custody row after a hand-over, up to ``event``."""
+        if previous is None:
+            return
+        uow.session.add(
+            CaseCustody(
+                case_id=case.id,
+                unit_code=previous[0],
+                province_code=previous[1],
+                until_at=now,
+                until_seq=event.seq,
+            )
+        )
 
     def _former_custody(self, uow: UnitOfWork, case_id: int, actor: Actor) -> CaseCustody | None:
         """The latest hand-over by which the actor's agency held the case (None: never)."""
@@ -947,6 +969,9 @@ class CaseService:
             # every command bumps the version, even one that changes no column's value
             flag_modified(case, "updated_at")
             clean = {k: _json_value(v) for k, v in form.items()}
+            extra = self._transfer_extra(case, moving_to)
+            previous = self._hand_over(case, moving_to)
+            self._flush(uow, case.id)  # before the audit head is locked (see _flush)
             event = self._audit(
                 uow,
                 actor,
@@ -957,9 +982,9 @@ class CaseService:
                 to_state=case.state,
                 data=clean,
                 documents=self._used_documents(act, docs),
-                extra=self._transfer_extra(case, moving_to),
+                extra=extra,
             )
-            previous = self._hand_over(uow, case, moving_to, event, now)
+            self._custody(uow, case, previous, event, now)
             uow.session.add(
                 ActivityRecord(
                     case_id=case.id,
@@ -971,7 +996,6 @@ class CaseService:
                 )
             )
             self._outbox(uow, act, case, event, now, previous)
-            self._flush(uow, case.id)
             result = CommandResult(
                 case.id,
                 case.number,
@@ -1169,7 +1193,7 @@ class CaseService:
             .scalars()
             .all()
         )
-        s = case.subject
+        s = case.subject if self.shows_person(case, actor) else None
         return {
             "id": case.id,
             "number": case.number,
@@ -1183,7 +1207,9 @@ class CaseService:
             "opened_at": case.opened_at,
             "state_entered_at": case.state_entered_at,
             "closed_at": case.closed_at,
-            "subject": {
+            "subject": None
+            if s is None
+            else {
                 "full_name": s.full_name,
                 "date_of_birth": s.date_of_birth,
                 "sex": s.sex,
@@ -1238,7 +1264,13 @@ class CaseService:
         cursor: str | None = None,
     ) -> tuple[list[Case], str | None]:
         """One page of the cases the actor may see (see :func:`workflow.queries.list_cases`)."""
-        if f.q and NATIONAL_ID_RE.match(f.q.strip()):
+        if (
+            f.q
+            and not actor.is_system
+            and not any(d.shows_person_to(actor.agency_type) for d in self.registry.all())
+        ):
+            f = replace(f, q=f.q, by_person=False)  # who does not see persons cannot find them
+        elif f.q and NATIONAL_ID_RE.match(f.q.strip()):
             f = replace(f, national_id_hash=self.national_id_hash(f.q))
         with self.uow(read_only=True) as uow:
             return list_cases(

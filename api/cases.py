@@ -75,8 +75,9 @@ def list_cases(args: dict[str, Any]) -> dict[str, Any]:
         overdue=args.get("overdue", False),
         q=args.get("q"),
     )
-    rows, cursor = ctx.services().cases.list_cases(
-        ctx.actor(), f, ctx.now(), limit=args["limit"], cursor=args.get("cursor")
+    service, who = ctx.services().cases, ctx.actor()
+    rows, cursor = service.list_cases(
+        who, f, ctx.now(), limit=args["limit"], cursor=args.get("cursor")
     )
     items = [
         {
@@ -91,7 +92,7 @@ def list_cases(args: dict[str, Any]) -> dict[str, Any]:
             "opened_at": c.opened_at,
             "state_entered_at": c.state_entered_at,
             "closed_at": c.closed_at,
-            "full_name": c.subject.full_name,
+            "full_name": c.subject.full_name if service.shows_person(c, who) else None,
         }
         for c in rows
     ]

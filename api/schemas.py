@@ -118,12 +118,18 @@ class _CaseFields(Schema):
 
 
 class CaseSummaryOut(_CaseFields):
-    full_name = fields.String()
+    full_name = fields.String(
+        allow_none=True, metadata={"description": "null for agencies that do not see the person"}
+    )
 
 
 class CaseOut(_CaseFields):
     fields_ = fields.Dict(data_key="fields")
-    subject = fields.Nested(SubjectOut)
+    subject = fields.Nested(
+        SubjectOut,
+        allow_none=True,
+        metadata={"description": "null for agencies that do not see the person (definition)"},
+    )
     deadlines = fields.List(fields.Nested(DeadlineOut))
     documents = fields.List(fields.Nested(DocumentOut))
     available_transitions = fields.List(fields.Nested(AvailabilityOut))

@@ -264,6 +264,9 @@ class Definition:
     deadlines: dict[str, DeadlineSpec]
     opening: Action | None = None
     migrations: dict[str, MigrationPlan] = field(default_factory=dict)
+    # agency types that see the person's identity (name, birth date, ID number, address);
+    # None: every agency that sees the case
+    personal_data: tuple[str, ...] | None = None
     source: str = ""
     raw: dict = field(default_factory=dict, compare=False, repr=False)
 
@@ -352,6 +355,10 @@ class Definition:
     @cached_property
     def scheduled(self) -> tuple[DeadlineSpec, ...]:
         return tuple(d for d in self.deadlines.values() if d.during)
+
+    def shows_person_to(self, agency_type: str) -> bool:
+        """Whether an agency of this type sees who the person is (not only the case)."""
+        return self.personal_data is None or agency_type in self.personal_data
 
     def in_force_on(self, day: date) -> bool:
         return self.effective_from <= day and (

@@ -753,6 +753,19 @@ class _Parser:
         self.check_deadline_refs(deadlines, actions)
         self.check_graph(states, transitions)
         migrations = self.migrations(key, version, states, deadlines)
+        personal_data = None
+        if "personal_data" in doc:
+            raw_pd = self.get(doc, "personal_data", "", dict, default={}) or {}
+            personal_data = self.str_list(raw_pd, "agencies", "personal_data", required=True)
+            for a in personal_data:
+                if a != SYSTEM_AGENCY:
+                    self.ref(
+                        a,
+                        self.agencies,
+                        "agency type",
+                        _line_of(raw_pd, "agencies"),
+                        "personal_data.agencies",
+                    )
         for name, line in self.duplicates:
             self.p.add(line, str(name), "duplicate key (the later value would silently win)")
         if not key or not isinstance(version, int):
@@ -776,6 +789,7 @@ class _Parser:
             deadlines=deadlines,
             opening=opening,
             migrations=migrations,
+            personal_data=personal_data,
             source=self.p.file,
             raw=dict(doc),
         )

@@ -27,6 +27,7 @@ class CaseFilter:
     overdue: bool = False
     q: str | None = None
     national_id_hash: str | None = None
+    by_person: bool = True  # q also matches names (False: case numbers only)
 
 
 def encode_cursor(last_id: int) -> str:
@@ -87,7 +88,7 @@ def list_cases(
     if f.q:
         text = f.q.strip()
         conds = [Case.number == text]
-        if fold is not None and text:
+        if fold is not None and text and f.by_person:
             conds.append(Subject.full_name_folded.like(f"%{fold(text)}%"))
         if f.national_id_hash:
             conds.append(Subject.national_id_hash == f.national_id_hash)

@@ -194,6 +194,11 @@ class CaseService:
             out |= d.states_routed_to(agency_type)
         return frozenset(out)
 
+    def shows_person(self, case: Case, actor: Actor) -> bool:
+        """Whether ``actor`` may see who the person of ``case`` is (the definition's
+        ``personal_data``); the others see the case without the person's identity."""
+        return actor.is_system or self.definition_of(case).shows_person_to(actor.agency_type)
+
     def definition_of(self, case: Case) -> Definition:
         return self.registry.get(case.definition_key, case.definition_version)
 
@@ -1188,7 +1193,7 @@ class CaseService:
             .scalars()
             .all()
         )
-        s = case.subject
+        s = case.subject if self.shows_person(case, actor) else None
         return {
             "id": case.id,
             "number": case.number,
@@ -1202,7 +1207,9 @@ class CaseService:
             "opened_at": case.opened_at,
             "state_entered_at": case.state_entered_at,
             "closed_at": case.closed_at,
-            "subject": {
+            "subject": None
+            if s is None
+            else {
                 "full_name": s.full_name,
                 "date_of_birth": s.date_of_birth,
                 "sex": s.sex,
@@ -1257,7 +1264,13 @@ class CaseService:
         cursor: str | None = None,
     ) -> tuple[list[Case], str | None]:
         """One page of the cases the actor may see (see :func:`workflow.queries.list_cases`)."""
-        if f.q and NATIONAL_ID_RE.match(f.q.strip()):
+        if (
+            f.q
+            and not actor.is_system
+            and not any(d.shows_person_to(actor.agency_type) for d in self.registry.all())
+        ):
+            f = replace(f, by_person=False)  # who does not see persons cannot find them
+        elif f.q and NATIONAL_ID_RE.match(f.q.strip()):
             f = replace(f, national_id_hash=self.national_id_hash(f.q))
         with self.uow(read_only=True) as uow:
             return list_cases(

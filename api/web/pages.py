@@ -48,6 +48,14 @@ def case_definition(key: str, version: int) -> str:
     return definition_ref(key, version)
 
 
+@bp.app_template_global()
+def person_name(case: Any) -> str:
+    """The person's name, or a dash for an agency that does not see persons (definition)."""
+    if ctx.services().cases.shows_person(case, ctx.actor()):
+        return case.subject.full_name
+    return "—"
+
+
 @bp.route("/", endpoint="worklist")
 def worklist_page() -> str:
     summary = worklist().summary(ctx.actor(), ctx.now())

@@ -582,3 +582,15 @@ def test_no_personal_data_in_application_logs(
     text = caplog.text
     for secret in (SUBJECT["full_name"], SUBJECT["national_id"], "tran van binh", officer.token):
         assert secret not in text
+
+
+def test_personal_data_only_for_the_agencies_of_the_definition(users: ApiUsers) -> None:
+    officer = users.officer()
+    case_id = open_case(officer)
+    assert officer.get(f"/api/v1/cases/{case_id}").get_json()["subject"]["full_name"]
+    mentor = users.get("mentor", "member")
+    body = mentor.get(f"/api/v1/cases/{case_id}").get_json()
+    assert body["subject"] is None and body["id"] == case_id
+    listed = mentor.get("/api/v1/cases").get_json()["items"]
+    assert [(c["id"], c["full_name"]) for c in listed] == [(case_id, None)]
+    assert officer.get("/api/v1/cases").get_json()["items"][0]["full_name"]

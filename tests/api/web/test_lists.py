@@ -208,3 +208,19 @@ class TestCaseList:
         page = text(b.get("/cases"))
         assert "Addiction being determined" in page and "Drug use detected" in page
         assert "Case number" in page
+
+
+def test_a_mentor_sees_cases_by_number_not_by_person(
+    app: Flask, people: People, open_case, clock: Clock
+) -> None:  # noqa: ANN001
+    case_id = open_case(name="Nguyễn Văn Riêng").case_id
+    police = text(people.officer().login().get("/cases"))
+    assert "Nguyễn Văn Riêng" in police
+    mentor = people.get("mentor", "member").login()
+    listed = mentor.get("/cases")
+    assert str(case_id) in _rows(listed.get_data(as_text=True))
+    assert "Nguyễn Văn Riêng" not in text(listed)
+    page = mentor.get(f"/cases/{case_id}")
+    assert page.status_code == 200 and "Nguyễn Văn Riêng" not in text(page)
+    # searching the name finds nothing for them
+    assert _rows(mentor.get("/cases?q=Nguyen+Van+Rieng").get_data(as_text=True)) == []

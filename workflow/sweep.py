@@ -99,9 +99,10 @@ def sweep_deadlines(service, now: datetime, *, batch: int = 500) -> SweepReport:
                 .limit(min(batch, 50) if uow.dialect == "sqlite" else batch)
             )
             if uow.dialect == "postgresql":
-                # Lock order: the audit-chain head before the deadline rows. A command (the
-                # automatic transition of another sweeper, an officer's check-in) locks the head
-                # and then writes deadline rows at flush; rows first, head second deadlocks.
+                # Lock order: the audit-chain head, then the deadline rows, skipping those a
+                # command holds. A command (an officer's check-in, another sweeper's automatic
+                # transition) writes its case and deadline rows first and takes the head last;
+                # the sweeper never waits for a row a command holds, so there is no cycle.
                 s.execute(select(AuditHead.seq).where(AuditHead.id == 1).with_for_update())
                 stmt = stmt.with_for_update(skip_locked=True)
             rows = list(s.execute(stmt).scalars())

@@ -220,8 +220,8 @@ def test_sweeper_holding_rows_and_an_automatic_transition_do_not_deadlock(
     services: list[CaseService],
 ) -> None:
     """Lock order. The automatic close of a case, run by one sweeper, cancels the case's open
-    roll-call deadline: like every command it locks the case, then the audit-chain head, then
-    writes the deadline row at flush. Meanwhile the other sweeper has taken that very roll-call
+    roll-call deadline: like every command it locks the case, writes the deadline row, then
+    takes the audit-chain head. Meanwhile the other sweeper has taken that very roll-call
     row in its batch (FOR UPDATE) and is about to append its escalation to the audit chain.
     The interleaving is forced with hooks; both sweepers must finish, the case closed today and
     each item processed once (not: PostgreSQL detecting a deadlock and aborting one of them)."""

@@ -17,10 +17,9 @@ from dataclasses import dataclass, replace
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import bindparam, insert, select
+from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
-from sqlalchemy.orm.attributes import flag_modified
 from sqlalchemy.orm.exc import StaleDataError
 
 from workflow import audit, deadlines, units
@@ -71,6 +70,22 @@ _OPEN_DEADLINES = select(Deadline).where(
 )
 # outbox rows are written as Core inserts (no unit of work: the profile of advance)
 _INSERT_OUTBOX = insert(OutboxMessage.__table__)
+# a command's case write: one version-checked UPDATE (SET columns from the parameters)
+_CASES = Case.__table__
+_UPDATE_CASE = update(_CASES).where(
+    _CASES.c.id == bindparam("case_id"), _CASES.c.version == bindparam("old_version")
+)
+# attribute -> column written by a command (everything a command may change but the version)
+_CASE_WRITES = (
+    ("state", "state"),
+    ("group", "state_group"),
+    ("unit_code", "unit_code"),
+    ("province_code", "province_code"),
+    ("fields", "fields"),
+    ("state_entered_at", "state_entered_at"),
+    ("closed_at", "closed_at"),
+    ("updated_at", "updated_at"),
+)
 
 
 @dataclass(frozen=True)
@@ -345,6 +360,19 @@ class CaseService:
             raise StaleCase(
                 "the case was changed by someone else; reload it", case_id=case_id
             ) from None
+
+    @staticmethod
+    def _write_case(uow: UnitOfWork, case: Case) -> None:
+        """Write a loaded case as one Core ``UPDATE … WHERE id = … AND version = …`` (the
+        version bumped even when no value changed); no matching row is a lost race
+        (StaleCase). The case then leaves the session, so no later flush writes it again;
+        the object keeps the written values and the new version for the result."""
+        params = {column: getattr(case, attr) for attr, column in _CASE_WRITES}
+        params.update(case_id=case.id, old_version=case.version, version=case.version + 1)
+        if uow.session.execute(_UPDATE_CASE, params).rowcount != 1:
+            raise StaleCase("the case was changed by someone else; reload it", case_id=case.id)
+        uow.session.expunge(case)
+        case.version += 1
 
     def _commit(
         self,
@@ -779,13 +807,13 @@ class CaseService:
             from_state, dest = case.state, d.states[token.state]
             case.state, case.group = dest.key, dest.group
             case.state_entered_at = case.updated_at = now
-            flag_modified(case, "updated_at")  # a self-loop changes no value but is a new version
             if dest.kind == "terminal":
                 case.closed_at = now
             self._set_fields(d, t, case, form, today)
             self._apply_deadlines(uow, d, t, case, form, now, terminal=dest.kind == "terminal")
             extra = self._transfer_extra(case, moving_to)
             previous = self._hand_over(case, moving_to)
+            self._write_case(uow, case)  # every command bumps the version
             self._flush(uow, case.id)  # before the audit head is locked (see _flush)
             event = self._audit(
                 uow,
@@ -966,11 +994,10 @@ class CaseService:
             self._set_fields(d, act, case, form, today)
             self._apply_deadlines(uow, d, act, case, form, now, terminal=False)
             case.updated_at = now
-            # every command bumps the version, even one that changes no column's value
-            flag_modified(case, "updated_at")
             clean = {k: _json_value(v) for k, v in form.items()}
             extra = self._transfer_extra(case, moving_to)
             previous = self._hand_over(case, moving_to)
+            self._write_case(uow, case)  # every command bumps the version
             self._flush(uow, case.id)  # before the audit head is locked (see _flush)
             event = self._audit(
                 uow,

@@ -65,9 +65,23 @@ NATIONAL_ID_RE = re.compile(r"^\d{9}(\d{3})?$")
 _ACTIVE_DOCUMENTS = select(Document).where(
     Document.case_id == bindparam("case_id"), Document.revoked_at.is_(None)
 )
-_OPEN_DEADLINES = select(Deadline).where(
-    Deadline.case_id == bindparam("case_id"), Deadline.status == "open"
+# deadline rows of a command are Core statements too: (id, key) of the open ones, one UPDATE
+# per closing status by ids, one (executemany) INSERT of the started ones
+_DEADLINES = Deadline.__table__
+_OPEN_DEADLINES = select(_DEADLINES.c.id, _DEADLINES.c.key).where(
+    _DEADLINES.c.case_id == bindparam("case_id"), _DEADLINES.c.status == "open"
 )
+_CLOSE_DEADLINES = (
+    update(_DEADLINES)
+    .where(_DEADLINES.c.id.in_(bindparam("ids", expanding=True)))
+    .values(
+        status=bindparam("new_status"),
+        closed_at=bindparam("now"),
+        closed_by=bindparam("by"),
+        next_action_on=None,
+    )
+)
+_INSERT_DEADLINE = insert(_DEADLINES)
 # outbox rows are written as Core inserts (no unit of work: the profile of advance)
 _INSERT_OUTBOX = insert(OutboxMessage.__table__)
 # a command's case write: one version-checked UPDATE (SET columns from the parameters)
@@ -550,30 +564,36 @@ class CaseService:
         met = set(d.deadlines_met_by(action.key)) if action else set()
         starts = list(action.effects.start_deadlines) if action else []
         cancel = set(action.effects.cancel_deadlines if action else ()) | set(starts)
-        open_rows = list(uow.session.execute(_OPEN_DEADLINES, {"case_id": case.id}).scalars())
         still_open: set[str] = set()
-        for row in open_rows:
-            spec = d.deadlines.get(row.key)
+        closed: dict[str, list[int]] = {"met": [], "cancelled": []}
+        for deadline_id, key in uow.session.execute(_OPEN_DEADLINES, {"case_id": case.id}):
+            spec = d.deadlines.get(key)
             left_schedule = spec is not None and spec.during and case.state not in spec.during
-            if row.key in met:
-                status = "met"
+            if key in met:
+                closed["met"].append(deadline_id)
                 if spec is not None and spec.repeat and not terminal and not left_schedule:
-                    starts.append(row.key)
-            elif row.key in cancel or terminal or left_schedule:
-                status = "cancelled"
+                    starts.append(key)
+            elif key in cancel or terminal or left_schedule:
+                closed["cancelled"].append(deadline_id)
             else:
-                still_open.add(row.key)
-                continue
-            row.status, row.closed_at, row.closed_by = status, now, action.key if action else None
-            row.next_action_on = None
+                still_open.add(key)
+        by = action.key if action else None
+        for status, ids in closed.items():
+            if ids:
+                params = {"ids": ids, "new_status": status, "now": now, "by": by}
+                uow.session.execute(_CLOSE_DEADLINES, params)
         if not terminal:
             starts += [
                 s.key
                 for s in d.scheduled
                 if case.state in s.during and s.key not in still_open | set(starts)
             ]
-        for key in starts:
-            self._start_deadline(uow, d, d.deadlines[key], case, form, fields, now, today)
+        rows = [
+            self._deadline_row(d, d.deadlines[key], case, form, fields, now, today)
+            for key in starts
+        ]
+        if rows:  # one row: a plain execute; several: executemany
+            uow.session.execute(_INSERT_DEADLINE, rows[0] if len(rows) == 1 else rows)
 
     def _start_deadline(
         self,
@@ -586,6 +606,21 @@ class CaseService:
         now: datetime,
         today: date,
     ) -> Deadline:
+        """Start a deadline through the unit of work (the migration)."""
+        row = Deadline(**self._deadline_row(d, spec, case, form, fields, now, today))
+        uow.session.add(row)
+        return row
+
+    def _deadline_row(
+        self,
+        d: Definition,
+        spec: DeadlineSpec,
+        case: Case,
+        form: dict,
+        fields: dict,
+        now: datetime,
+        today: date,
+    ) -> dict[str, Any]:
         anchor = form.get(spec.anchor[5:]) if spec.anchor.startswith("form.") else None
         anchor = anchor or today
         try:
@@ -599,17 +634,15 @@ class CaseService:
             raise ValidationFailed(
                 f"deadline {spec.key} needs {missing}", errors={name: ["required"]}
             ) from None
-        row = Deadline(
-            case_id=case.id,
-            key=spec.key,
-            status="open",
-            started_at=now,
-            anchor_on=anchor,
-            due_on=due,
-            remind_on=remind,
-            escalation_level=0,
-            auto_transition=spec.on_due,
-            next_action_on=deadlines.next_action(
+        return {
+            "case_id": case.id,
+            "key": spec.key,
+            "status": "open",
+            "started_at": now,
+            "anchor_on": anchor,
+            "due_on": due,
+            "remind_on": remind,
+            "next_action_on": deadlines.next_action(
                 self.calendar,
                 spec,
                 d,
@@ -619,9 +652,12 @@ class CaseService:
                 level=0,
                 case_fields=fields,
             ),
-        )
-        uow.session.add(row)
-        return row
+            "escalation_level": 0,
+            "reminded_on": None,
+            "auto_transition": spec.on_due,
+            "closed_at": None,
+            "closed_by": None,
+        }
 
     # ------------------------------------------------------------------ commands
     def open_case(

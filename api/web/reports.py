@@ -26,7 +26,7 @@ from markupsafe import Markup
 from werkzeug.datastructures import MultiDict
 
 from api import context as ctx
-from api.reports import allowed_unit
+from api.reports import allowed_unit, is_central
 from api.web.auth import current_user
 from api.web.blueprint import bp
 from api.web.errors import error_page
@@ -122,6 +122,14 @@ def _day(d: date) -> str:
 
 
 # --------------------------------------------------------------------------- units, periods
+COUNTRY = "VN"  # the form's value for the whole country (the system and central agencies)
+
+
+def _unit(code: str) -> str | None:
+    """The report's unit for a form value (None: the whole country)."""
+    return None if code == COUNTRY else code
+
+
 def report_units(who: Actor) -> list[tuple[str, str]]:
     """The units ``who`` may report on, with their names (provinces first): the candidates
     from the agency's units, kept only when the API's rule accepts them."""
@@ -129,6 +137,8 @@ def report_units(who: Actor) -> list[tuple[str, str]]:
     if cached is not None and cached[0] == who:
         return cached[1]
     candidates: dict[str, str] = {}
+    if who.is_system or is_central(who):
+        candidates[COUNTRY] = _("Whole country")
     for code in sorted(who.units):
         found = units.get(code)
         if found is not None and found.level == "province":
@@ -138,7 +148,7 @@ def report_units(who: Actor) -> list[tuple[str, str]]:
     out = []
     for code, label in candidates.items():
         try:
-            allowed_unit(who, code)
+            allowed_unit(who, _unit(code))
         except (NotPermitted, ValidationFailed):
             continue
         out.append((code, label))
@@ -218,8 +228,10 @@ def read_query(
         if not choices:
             raise NotPermitted("the user's agency covers no unit to report on")
         values["unit"] = choices[0][0]
+    if values["unit"] == COUNTRY and not (who.is_system or is_central(who)):
+        raise NotPermitted("only the system and central agencies report on the whole country")
     try:
-        allowed_unit(who, values["unit"])
+        allowed_unit(who, _unit(values["unit"]))
     except ValidationFailed:
         errors["unit"] = [_("Unknown commune, ward or province code.")]
     start = end = None
@@ -259,7 +271,7 @@ def make_report(q: Query, lang: str) -> dict[str, Any]:
         return indicators(
             session,
             services.registry,
-            q.unit,
+            _unit(q.unit),
             q.start,
             q.end,
             today=business_date(ctx.now()),
@@ -435,7 +447,7 @@ def report_cases() -> Any:
         page=page,
         figure=figure,
         label=figure_label(figure),
-        unit_label=units.label(q.unit),
+        unit_label=_("Whole country") if q.unit == COUNTRY else units.label(q.unit),
         start=q.start,
         end=q.end,
         notice=notice,
@@ -452,7 +464,7 @@ def _drill(q: Query, figure: str, who: Actor, today: date, cursor: str | None) -
         return drill(
             session,
             services.registry,
-            q.unit,
+            _unit(q.unit),
             q.start,
             q.end,
             figure,

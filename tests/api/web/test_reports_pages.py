@@ -240,6 +240,30 @@ def test_the_province_report_sums_its_communes(
     assert province["support.share"] == "100 %"
 
 
+def test_a_ministry_reports_on_the_whole_country(
+    app: Flask, people: People, data: dict[str, int]
+) -> None:
+    b = people.get("ministry", "head", PROVINCE).login()
+    html = report(b, H1).get_data(as_text=True)
+    select_html = html.split('id="r-unit"', 1)[1].split("</select>")[0]
+    assert '<option value="VN" selected>Toàn quốc</option>' in select_html
+    country = figures(report(b, f"unit=VN&{H1}"))
+    province = figures(report(b, f"unit={PROVINCE}&{H1}"))
+    # all the data set's cases are in this province: the country has the same figures
+    for path, value in province.items():
+        if path.startswith(("groups.", "relapses.", "check_ins.")):
+            assert country[path] == value, path
+    assert "Toàn quốc" in text(report(b, f"unit=VN&{H1}"))
+    drill = b.get(f"/reports/cases?unit=VN&{H1}&figure=relapses.events")
+    assert drill.status_code == 200 and "Toàn quốc" in text(drill)
+    # a province agency gets no country choice
+    police = people.get("provincial_police", "head", PROVINCE).login()
+    assert 'value="VN"' not in report(police, H1).get_data(as_text=True)
+    for path in ("/reports", "/reports/download/xlsx", "/reports/cases"):
+        resp = police.get(f"{path}?unit=VN&{H1}&figure=relapses.events")
+        assert resp.status_code == 403, path
+
+
 # --------------------------------------------------------------------------- the drill-down
 def test_every_figure_drills_to_as_many_cases(
     app: Flask, people: People, data: dict[str, int]

@@ -25,7 +25,7 @@ from workflow import audit, units
 from workflow.actors import Actor, actor_from_user
 from workflow.db import read_only
 from workflow.errors import NotFound, NotPermitted, ValidationFailed
-from workflow.model import Agency, AgencyUnit, ApiToken, AuditEvent, User
+from workflow.model import Agency, AgencyUnit, ApiToken, User
 from workflow.registry import Registry
 from workflow.uow import UnitOfWork
 
@@ -220,25 +220,6 @@ class Accounts:
             raise NotPermitted("only administrators may change users and agencies")
 
     @staticmethod
-    def _audit(session: Session, actor: Actor, now: datetime, action: str, body: dict) -> None:
-        audit.append(
-            session,
-            AuditEvent(
-                case_id=None,
-                at=now,
-                actor_id=actor.user_id,
-                actor=actor.username,
-                agency_id=actor.agency_id,
-                agency_type=actor.agency_type,
-                role=actor.role,
-                action=action,
-                data_hash=audit.digest(body),
-                documents=[],
-                extra=body,
-            ),
-        )
-
-    @staticmethod
     def _user(session: Session, user_id: int) -> User:
         user = session.get(User, user_id)
         if user is None:
@@ -263,7 +244,7 @@ class Accounts:
                 user.active = active
                 action = "user.reactivated" if active else "user.deactivated"
                 body = {"user_id": user.id, "username": user.username}
-                self._audit(uow.session, actor, now, action, body)
+                audit.append_admin(uow.session, actor, now, action, body)
                 uow.commit()
             return user
 
@@ -282,7 +263,7 @@ class Accounts:
             user = self._user(uow.session, user_id)
             user.password_hash = _hasher.hash(password)
             body = {"user_id": user.id, "username": user.username}
-            self._audit(uow.session, actor, now, "user.password_reset", body)
+            audit.append_admin(uow.session, actor, now, "user.password_reset", body)
             uow.commit()
             return user
 
@@ -326,7 +307,7 @@ class Accounts:
                 for k in changed:
                     setattr(agency, k, new[k])
                 body = {"agency_id": agency.id, "agency": agency.code, "changed": changed}
-                self._audit(uow.session, actor, now, "agency.updated", body)
+                audit.append_admin(uow.session, actor, now, "agency.updated", body)
                 uow.commit()
             return agency
 

@@ -18,6 +18,7 @@ from typing import Any
 from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
 
+from workflow.actors import Actor
 from workflow.model import AuditEvent, AuditHead
 
 GENESIS = "0" * 64
@@ -76,6 +77,29 @@ def append(session: Session, event: AuditEvent, *, lock: bool = True) -> AuditEv
     head.seq, head.hash = event.seq, event.hash
     session.add(event)
     return event
+
+
+def append_admin(
+    session: Session, actor: Actor, now: datetime, action: str, body: dict[str, Any]
+) -> AuditEvent:
+    """An administrative event that concerns no case (a user, an agency, a target), with
+    ``body`` (never a secret) as its data, appended to the chain."""
+    return append(
+        session,
+        AuditEvent(
+            case_id=None,
+            at=now,
+            actor_id=actor.user_id,
+            actor=actor.username,
+            agency_id=actor.agency_id,
+            agency_type=actor.agency_type,
+            role=actor.role,
+            action=action,
+            data_hash=digest(body),
+            documents=[],
+            extra=body,
+        ),
+    )
 
 
 _HEAD = select(AuditHead.seq, AuditHead.hash).where(AuditHead.id == 1)

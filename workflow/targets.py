@@ -26,7 +26,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from workflow import audit, units
 from workflow.actors import Actor
 from workflow.errors import NotPermitted, ValidationFailed
-from workflow.model import AuditEvent, ReportTarget
+from workflow.model import ReportTarget
 from workflow.registry import Registry
 from workflow.uow import UnitOfWork
 
@@ -298,26 +298,6 @@ class Targets:
             raise ValidationFailed("invalid target", errors=errors)
         return found.code, key  # type: ignore[union-attr]
 
-    def _audit(
-        self, session: Session, actor: Actor, now: datetime, action: str, body: dict[str, Any]
-    ) -> None:
-        audit.append(
-            session,
-            AuditEvent(
-                case_id=None,
-                at=now,
-                actor_id=actor.user_id,
-                actor=actor.username,
-                agency_id=actor.agency_id,
-                agency_type=actor.agency_type,
-                role=actor.role,
-                action=action,
-                data_hash=audit.digest(body),
-                documents=[],
-                extra=body,
-            ),
-        )
-
     def set(
         self, actor: Actor, unit: str, year: int, indicator: str, target: int, now: datetime
     ) -> dict[str, Any]:
@@ -340,7 +320,7 @@ class Targets:
                 "target": target,
                 "previous": previous,
             }
-            self._audit(uow.session, actor, now, SET_ACTION, body)
+            audit.append_admin(uow.session, actor, now, SET_ACTION, body)
             uow.commit()
             return _as_dict(row)
 
@@ -354,7 +334,7 @@ class Targets:
                 return False
             body = {"unit": code, "year": year, "indicator": key, "previous": row.target}
             uow.session.delete(row)
-            self._audit(uow.session, actor, now, DELETE_ACTION, body)
+            audit.append_admin(uow.session, actor, now, DELETE_ACTION, body)
             uow.commit()
             return True
 

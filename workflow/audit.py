@@ -15,11 +15,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import bindparam, insert, select, text, update
 from sqlalchemy.orm import Session
 
 from workflow.actors import Actor
-from workflow.model import AuditEvent, AuditHead
+from workflow.model import AuditEvent, AuditHead, OutboxMessage
 
 GENESIS = "0" * 64
 
@@ -123,6 +123,61 @@ def write(session: Session, event: AuditEvent) -> AuditEvent:
     session.execute(_INSERT_EVENT, {name: getattr(event, name) for name in _COLUMNS})
     session.execute(_MOVE_HEAD, {"seq": event.seq, "hash": event.hash})
     return event
+
+
+# PostgreSQL: the head row locked against every other writer of the chain (as by SELECT … FOR
+# UPDATE) and the next seq taken, by one statement
+_RESERVE_SEQ = (
+    update(AuditHead.__table__)
+    .where(AuditHead.__table__.c.id == 1)
+    .values(seq=AuditHead.__table__.c.seq + 1)
+    .returning(AuditHead.__table__.c.seq, AuditHead.__table__.c.hash)
+)
+
+
+def reserve(session: Session, event: AuditEvent) -> AuditEvent:
+    """PostgreSQL: lock the chain head and take the next sequence number in one round trip
+    (``UPDATE audit_head SET seq = seq + 1 … RETURNING seq, hash``), then set ``event``'s seq
+    and hashes as :func:`write` does. Nothing of the event is written yet: follow with
+    :func:`write_reserved` in the same transaction (which also moves the head's hash; until
+    commit the row stays locked, so no one sees the new seq with the old hash). Call it at the
+    end of a transaction, as :func:`write`: the head stays locked until commit."""
+    seq, prev = session.execute(_RESERVE_SEQ).one()
+    event.seq = seq
+    event.at = _normalise(event.at)
+    event.prev_hash = prev
+    event.hash = chain_hash(prev, event)
+    return event
+
+
+_EVENTS = AuditEvent.__table__
+_OUTBOX_COLUMNS = ", ".join(c.name for c in OutboxMessage.__table__.columns)
+# PostgreSQL: a reserved event, the head's hash and the command's outbox rows (a JSON array of
+# rows with every column of the table, as ``CaseService._outbox_row`` makes them; one text
+# whatever their number, so one compiled statement) in one statement with data-modifying CTEs
+_WRITE_RESERVED = text(
+    f"""
+WITH new_event AS (
+    INSERT INTO audit_events ({", ".join(c.name for c in _EVENTS.columns)})
+    VALUES ({", ".join(f":{c.name}" for c in _EVENTS.columns)})
+), moved_head AS (
+    UPDATE audit_head SET hash = :hash WHERE id = 1
+)
+INSERT INTO outbox ({_OUTBOX_COLUMNS})
+SELECT {_OUTBOX_COLUMNS} FROM jsonb_populate_recordset(NULL::outbox, CAST(:outbox AS jsonb))
+"""
+).bindparams(*(bindparam(c.name, type_=c.type) for c in _EVENTS.columns))
+
+
+def write_reserved(
+    session: Session, event: AuditEvent, outbox: list[dict[str, Any]] | None = None
+) -> None:
+    """PostgreSQL: after :func:`reserve`, insert ``event``, move the head's hash to it and
+    insert the ``outbox`` rows (they carry the event's seq) in one round trip: the statements
+    a command sends while it holds the head, which every writer waits for, are two."""
+    params = {name: getattr(event, name) for name in _COLUMNS}
+    params["outbox"] = json.dumps(outbox or [], default=_iso, ensure_ascii=False)
+    session.execute(_WRITE_RESERVED, params)
 
 
 def _normalise(at: datetime) -> datetime:

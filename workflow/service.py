@@ -437,11 +437,31 @@ class CaseService:
         now: datetime,
         action: str,
         case: Case | None,
+        *,
+        notify: Action | None = None,
+        previous: tuple[str, str] | None = None,
         **kwargs: Any,
     ) -> AuditEvent:
-        """Append an audit event at once (Core statements; it locks the chain head until
-        commit, so a command calls it after flushing its other writes)."""
-        return audit.write(uow.session, self._event(actor, now, action, case, **kwargs))
+        """Append an audit event at once, with the outbox rows of ``notify``'s notifications
+        (:meth:`_outbox_rows`; ``previous``: the sending place of a hand-over). It locks the
+        chain head until commit, so a command calls it after writing its case and deadlines.
+
+        PostgreSQL: two statements (:func:`audit.reserve`, :func:`audit.write_reserved`).
+        SQLite: :func:`audit.write` (head, event, head), then the outbox rows."""
+        event = self._event(actor, now, action, case, **kwargs)
+        rows = []
+        if uow.dialect == "postgresql":
+            audit.reserve(uow.session, event)
+            if notify is not None and case is not None:
+                rows = self._outbox_rows(notify, case, event, now, previous)
+            audit.write_reserved(uow.session, event, rows)
+            return event
+        audit.write(uow.session, event)
+        if notify is not None and case is not None:
+            rows = self._outbox_rows(notify, case, event, now, previous)
+        if rows:  # one row: a plain execute; several: executemany
+            uow.session.execute(_INSERT_OUTBOX, rows[0] if len(rows) == 1 else rows)
+        return event
 
     @staticmethod
     def _event(
@@ -477,24 +497,22 @@ class CaseService:
         )
 
     @staticmethod
-    def _outbox(
-        uow: UnitOfWork,
+    def _outbox_rows(
         action: Action,
         case: Case,
         event: AuditEvent,
         now: datetime,
         previous: tuple[str, str] | None = None,
-    ) -> None:
-        """The action's notifications, in the same transaction; after a hand-over the agencies
-        of the sending commune (``previous``: unit, province) are told as well."""
+    ) -> list[dict[str, Any]]:
+        """The outbox rows of the action's notifications (written with the event by
+        :meth:`_audit`); after a hand-over the agencies of the sending commune (``previous``:
+        unit, province) are told as well."""
         places = [(case.unit_code, case.province_code)] + ([previous] if previous else [])
-        rows = [
+        return [
             CaseService._outbox_row(n, action.key, case, event, now, unit_code, province_code)
             for n in action.notify
             for unit_code, province_code in places
         ]
-        if rows:  # one row: a plain execute; several: executemany
-            uow.session.execute(_INSERT_OUTBOX, rows[0] if len(rows) == 1 else rows)
 
     @staticmethod
     def _outbox_message(
@@ -745,12 +763,11 @@ class CaseService:
                 now,
                 "case.opened",
                 case,
+                notify=d.opening,
                 to_state=initial.key,
                 data={k: _json_value(v) for k, v in form.items()},
                 extra={"subject_id": person.id},
             )
-            if d.opening is not None:
-                self._outbox(uow, d.opening, case, event, now)
             result = CommandResult(
                 case.id, case.number, case.state, case.version, event.seq, "case.opened"
             )
@@ -857,6 +874,8 @@ class CaseService:
                 now,
                 f"transition:{t.key}",
                 case,
+                notify=t,
+                previous=previous,
                 from_state=from_state,
                 to_state=dest.key,
                 data={k: _json_value(v) for k, v in form.items()},
@@ -864,7 +883,6 @@ class CaseService:
                 extra=extra,
             )
             self._custody(uow, case, previous, event, now)
-            self._outbox(uow, t, case, event, now, previous)
             result = CommandResult(
                 case.id,
                 case.number,
@@ -1041,6 +1059,8 @@ class CaseService:
                 now,
                 f"activity:{act.key}",
                 case,
+                notify=act,
+                previous=previous,
                 from_state=case.state,
                 to_state=case.state,
                 data=clean,
@@ -1058,7 +1078,6 @@ class CaseService:
                     audit_seq=event.seq,
                 )
             )
-            self._outbox(uow, act, case, event, now, previous)
             result = CommandResult(
                 case.id,
                 case.number,

@@ -44,7 +44,7 @@ from sqlalchemy import func, insert, select
 from sqlalchemy.engine import Engine
 from tqdm import tqdm
 
-from workflow import deadlines, schema, units
+from workflow import deadlines, rollup, schema, units
 from workflow.audit import canonical
 from workflow.calendar import BUSINESS_TZ, WorkingCalendar, business_date
 from workflow.config import load_settings
@@ -89,6 +89,9 @@ STREETS = ("Xóm 1", "Xóm 3", "Xóm 5", "Xóm Trung Sơn", "Xóm Bắc Sơn", "
 
 def columns(model: Any) -> list[str]:
     return [c.name for c in model.__table__.columns]
+
+
+ROLLUP_EVENT_COLUMNS = ("case_id", "at", "action", "definition", "from_state", "to_state")
 
 
 # ------------------------------------------------------------------------------ templates
@@ -936,6 +939,7 @@ def load(
     sink = PgSink(engine, big) if engine.dialect.name == "postgresql" else SqliteSink(engine, big)
     counts = {m.__tablename__: 0 for m in TABLES}
     ids: list[int] = []
+    tally = rollup.Tally()
     try:
         head = sink.head()
         rep = Replicator(
@@ -964,6 +968,8 @@ def load(
                 if keep_ids:
                     ids.append(cid)
             sink.write(batch)
+            if not big:
+                _tally(tally, batch)
             for k, v in batch.rows.items():
                 counts[k] += len(v)
             done += len(batch)
@@ -972,7 +978,38 @@ def load(
         sink.finish((rep.seq, rep.hash), progress)
     finally:
         sink.close()
+    _store_counters(engine, tally, big)
     return Report(n, len(templates), time.perf_counter() - t0, counts, ids)
+
+
+_EVENT_AT = [columns(AuditEvent).index(c) for c in ROLLUP_EVENT_COLUMNS]
+_DEADLINE_AT = [
+    columns(Deadline).index(c) for c in ("case_id", "due_on", "key", "status", "closed_at")
+]
+_CASE_AT = [columns(Case).index(c) for c in ("id", "unit_code", "province_code")]
+
+
+def _tally(tally: rollup.Tally, batch: Batch) -> None:
+    """The report counters of a batch's events and deadlines (workflow.rollup)."""
+    i, u, p = _CASE_AT
+    places = {row[i]: (row[u], row[p]) for row in batch.rows["cases"]}
+    events = (tuple(row[k] for k in _EVENT_AT) for row in batch.rows["audit_events"])
+    rollup.tally_events(tally, events, places)  # type: ignore[arg-type]
+    deadlines = (tuple(row[k] for k in _DEADLINE_AT) for row in batch.rows["deadlines"])
+    rollup.tally_deadlines(tally, deadlines, places)  # type: ignore[arg-type]
+
+
+def _store_counters(engine: Engine, tally: rollup.Tally, big: bool) -> None:
+    """Add a small load's counters; a big one recounts them all in SQL (set-based)."""
+    with make_session_factory(engine)() as session:
+        if big:
+            rollup.rebuild(session)
+        else:
+            rollup.add(session, tally)
+        session.commit()
+    if big and engine.dialect.name == "postgresql":
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            conn.exec_driver_sql("VACUUM (ANALYZE) report_moves, report_deadlines")
 
 
 def generate(

@@ -30,7 +30,7 @@ from typing import Any
 
 from sqlalchemy import text
 
-from workflow import schema, units
+from workflow import rollup, schema, units
 from workflow.calendar import WorkingCalendar
 from workflow.db import make_engine, make_session_factory
 from workflow.definition import Definition
@@ -345,6 +345,9 @@ def main() -> None:
         schema.upgrade(engine)
         t = time.perf_counter()
         generate(engine, registry, args.cases)
+        with make_session_factory(engine)() as session:  # the reports' daily counters
+            rollup.rebuild(session)
+            session.commit()
         print(f"generated {args.cases} cases in {time.perf_counter() - t:.0f} s")
     else:
         schema.upgrade(engine)  # new indexes of later migrations

@@ -317,6 +317,47 @@ def audit_verify() -> None:
     sys.exit(1)
 
 
+@main.group("counters")
+def counters_group() -> None:
+    """The reports' counters of moves and deadlines (kept by every command)."""
+
+
+@counters_group.command("check")
+def counters_check() -> None:
+    """Recount the counters from the audit log and the deadlines; exit 1 listing the first
+    differences."""
+    from workflow import rollup
+    from workflow.bootstrap import bootstrap
+
+    services = bootstrap(registry=_registry())
+    _require_schema(services)
+    with services.session_factory() as session:
+        n, differences = rollup.check(session)
+    if not n:
+        click.echo("report counters match a recount")
+        return
+    click.echo(f"{n} report counter(s) differ from a recount:", err=True)
+    for d in differences:
+        key = " ".join(str(part) for part in d.key)
+        click.echo(f"  {d.table} {key}: stored {d.stored}, recounted {d.expected}", err=True)
+    click.echo("run `rehabflow counters rebuild` to rewrite them", err=True)
+    sys.exit(1)
+
+
+@counters_group.command("rebuild")
+def counters_rebuild() -> None:
+    """Rewrite every counter from the audit log and the deadlines (one transaction)."""
+    from workflow import rollup
+    from workflow.bootstrap import bootstrap
+
+    services = bootstrap(registry=_registry())
+    _require_schema(services)
+    with services.cases.uow() as uow:
+        sizes = rollup.rebuild(uow.session)
+        uow.commit()
+    click.echo(", ".join(f"{table}: {n} rows" for table, n in sizes.items()))
+
+
 # ---------------------------------------------------------------------------- accounts
 def _accounts():  # noqa: ANN202
     from workflow.accounts import Accounts

@@ -23,7 +23,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import flag_modified
 
-from workflow import deadlines
+from workflow import deadlines, rollup
 from workflow.actors import SYSTEM, Actor, actor_for
 from workflow.calendar import business_date
 from workflow.definition import Definition, MigrationPlan, Notification
@@ -541,6 +541,7 @@ class Migrator:
                 select(Deadline).where(Deadline.case_id == case.id, Deadline.status == "open")
             ).scalars()
         }
+        counters, place = rollup.pending(session), (case.unit_code, case.province_code)
         for ch in a.deadlines:
             if ch.policy == "start":
                 spec = target.deadlines[ch.key]
@@ -548,10 +549,14 @@ class Migrator:
                 continue
             row = rows[ch.key]
             if ch.policy == "cancel":
+                counters.closed(row.due_on, row.key, "cancelled", now, place)
                 row.status, row.closed_at, row.closed_by = "cancelled", now, "migration"
                 row.next_action_on = None
                 continue
             spec = target.deadlines[ch.key]
+            if ch.new_due and ch.new_due != row.due_on:  # the counter moves to the new day
+                counters.deadline(row.due_on, row.key, "open", False, place, -1)
+                counters.deadline(ch.new_due, row.key, "open", False, place)
             row.due_on = ch.new_due or row.due_on
             row.auto_transition = spec.on_due
             row.remind_on = None

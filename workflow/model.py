@@ -49,6 +49,8 @@ class UTCDateTime(TypeDecorator):
 
 JSONType = JSON().with_variant(JSONB(), "postgresql")
 STATE_CHANGE = "to_state IS NOT NULL AND (from_state IS NULL OR from_state <> to_state)"
+# the activities that set and clear "absent from the locality" (workflow.reports)
+ABSENCE_KEYS = "key IN ('report_absence', 'report_return')"
 BigId = BigInteger().with_variant(Integer(), "sqlite")
 
 
@@ -135,8 +137,22 @@ class Case(Base):
     __mapper_args__ = {"version_id_col": version}
     __table_args__ = (
         Index("ix_cases_unit_state", "unit_code", "state"),
+        Index(  # the reports: when the closed cases were closed (migration 0006)
+            "ix_cases_closed",
+            "id",
+            postgresql_where=text("closed_at IS NOT NULL"),
+            sqlite_where=text("closed_at IS NOT NULL"),
+            postgresql_include=["closed_at"],
+        ),
         Index("ix_cases_province_group", "province_code", "state_group"),
         Index("ix_cases_definition", "definition_key", "definition_version", "state"),
+        # the reports: a place's cases read from the index alone (migration 0006)
+        Index(
+            "ix_cases_place",
+            "province_code",
+            "unit_code",
+            postgresql_include=["id", "closed_at", "state_group"],
+        ),
     )
 
 
@@ -181,6 +197,15 @@ class ActivityRecord(Base):
 
     __table_args__ = (
         Index("ix_activity_key_at", "key", "at", postgresql_include=["case_id", "id"]),
+        Index(  # the reports' absence intervals, in the order of their window (migration 0006)
+            "ix_activity_absences",
+            "case_id",
+            "at",
+            "id",
+            postgresql_where=text(ABSENCE_KEYS),
+            sqlite_where=text(ABSENCE_KEYS),
+            postgresql_include=["key"],
+        ),
     )
 
 
@@ -429,3 +454,61 @@ class LoginAttempt(Base):
     at: Mapped[datetime] = mapped_column(UTCDateTime)
 
     __table_args__ = (Index("ix_login_attempts_user_at", "username", "at"),)
+
+
+class ReportMove(Base):
+    """How many audit events moved cases from one state to another, per business day
+    (Vietnam) and per place: a count kept by the transaction that writes the event
+    (:mod:`workflow.rollup`), so a report reads a few hundred thousand counts for a year of
+    the whole country instead of millions of events. ``level`` is ``commune`` (``unit`` a
+    commune code) or ``province`` (``unit`` a province code); every move is counted once at
+    each level, at the case's current commune and province (a hand-over moves the case's
+    counts). ``from_state`` is ``''`` for the opening of a case."""
+
+    __tablename__ = "report_moves"
+
+    level: Mapped[str] = mapped_column(String(8), primary_key=True)
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    unit: Mapped[str] = mapped_column(String(8), primary_key=True)
+    action: Mapped[str] = mapped_column(String(128), primary_key=True)
+    definition: Mapped[str] = mapped_column(String(80), primary_key=True)
+    from_state: Mapped[str] = mapped_column(String(64), primary_key=True)
+    to_state: Mapped[str] = mapped_column(String(64), primary_key=True)
+    n: Mapped[int] = mapped_column(Integer)
+
+    __table_args__ = (
+        Index(
+            "ix_report_moves_unit_day",
+            "level",
+            "unit",
+            "day",
+            postgresql_include=["action", "definition", "from_state", "to_state", "n"],
+        ),
+    )
+
+
+class ReportDeadline(Base):
+    """How many deadlines fall due on each day, per place, key, status and whether they were
+    closed after their due date (Vietnam): counts kept by the transactions that start, close
+    or move deadlines (:mod:`workflow.rollup`), for the reports' deadline figures. Levels and
+    places as in :class:`ReportMove`."""
+
+    __tablename__ = "report_deadlines"
+
+    level: Mapped[str] = mapped_column(String(8), primary_key=True)
+    due_on: Mapped[date] = mapped_column(Date, primary_key=True)
+    unit: Mapped[str] = mapped_column(String(8), primary_key=True)
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    status: Mapped[str] = mapped_column(String(16), primary_key=True)
+    late: Mapped[bool] = mapped_column(Boolean, primary_key=True)
+    n: Mapped[int] = mapped_column(Integer)
+
+    __table_args__ = (
+        Index(
+            "ix_report_deadlines_unit_due",
+            "level",
+            "unit",
+            "due_on",
+            postgresql_include=["key", "status", "late", "n"],
+        ),
+    )

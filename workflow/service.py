@@ -22,7 +22,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.orm.exc import StaleDataError
 
-from workflow import audit, deadlines, units
+from workflow import audit, deadlines, rollup, units
 from workflow.actors import Actor
 from workflow.calendar import WorkingCalendar, business_date
 from workflow.definition import Action, DeadlineSpec, Definition, Notification, Transition
@@ -68,7 +68,7 @@ _ACTIVE_DOCUMENTS = select(Document).where(
 # deadline rows of a command are Core statements too: (id, key) of the open ones, one UPDATE
 # per closing status by ids, one (executemany) INSERT of the started ones
 _DEADLINES = Deadline.__table__
-_OPEN_DEADLINES = select(_DEADLINES.c.id, _DEADLINES.c.key).where(
+_OPEN_DEADLINES = select(_DEADLINES.c.id, _DEADLINES.c.key, _DEADLINES.c.due_on).where(
     _DEADLINES.c.case_id == bindparam("case_id"), _DEADLINES.c.status == "open"
 )
 _CLOSE_DEADLINES = (
@@ -428,7 +428,17 @@ class CaseService:
     ) -> AuditEvent:
         """Append an audit event in ``session`` through its unit of work (the sweep and the
         migration, which append several events in one transaction after locking the head)."""
-        return audit.append(session, self._event(actor, now, action, case, **kwargs))
+        event = audit.append(session, self._event(actor, now, action, case, **kwargs))
+        self._count(session, event, case)
+        return event
+
+    @staticmethod
+    def _count(session: Session, event: AuditEvent, case: Case | None) -> None:
+        """Count the event in the report counters of the transaction (``workflow.rollup``;
+        written by the unit of work at commit, with the command's other deltas)."""
+        if case is not None:
+            place = (case.unit_code, case.province_code)
+            rollup.count_event(rollup.pending(session), event, place)
 
     def _audit(
         self,
@@ -449,6 +459,7 @@ class CaseService:
         PostgreSQL: two statements (:func:`audit.reserve`, :func:`audit.write_reserved`).
         SQLite: :func:`audit.write` (head, event, head), then the outbox rows."""
         event = self._event(actor, now, action, case, **kwargs)
+        self._count(uow.session, event, case)
         rows = []
         if uow.dialect == "postgresql":
             audit.reserve(uow.session, event)
@@ -584,15 +595,18 @@ class CaseService:
         cancel = set(action.effects.cancel_deadlines if action else ()) | set(starts)
         still_open: set[str] = set()
         closed: dict[str, list[int]] = {"met": [], "cancelled": []}
-        for deadline_id, key in uow.session.execute(_OPEN_DEADLINES, {"case_id": case.id}):
+        counters, place = rollup.pending(uow.session), (case.unit_code, case.province_code)
+        for deadline_id, key, due_on in uow.session.execute(_OPEN_DEADLINES, {"case_id": case.id}):
             spec = d.deadlines.get(key)
             left_schedule = spec is not None and spec.during and case.state not in spec.during
             if key in met:
                 closed["met"].append(deadline_id)
+                counters.closed(due_on, key, "met", now, place)
                 if spec is not None and spec.repeat and not terminal and not left_schedule:
                     starts.append(key)
             elif key in cancel or terminal or left_schedule:
                 closed["cancelled"].append(deadline_id)
+                counters.closed(due_on, key, "cancelled", now, place)
             else:
                 still_open.add(key)
         by = action.key if action else None
@@ -610,6 +624,8 @@ class CaseService:
             self._deadline_row(d, d.deadlines[key], case, form, fields, now, today)
             for key in starts
         ]
+        for row in rows:
+            counters.deadline(row["due_on"], row["key"], "open", False, place)
         if rows:  # one row: a plain execute; several: executemany
             uow.session.execute(_INSERT_DEADLINE, rows[0] if len(rows) == 1 else rows)
 
@@ -627,6 +643,8 @@ class CaseService:
         """Start a deadline through the unit of work (the migration)."""
         row = Deadline(**self._deadline_row(d, spec, case, form, fields, now, today))
         uow.session.add(row)
+        place = (case.unit_code, case.province_code)
+        rollup.pending(uow.session).deadline(row.due_on, row.key, "open", False, place)
         return row
 
     def _deadline_row(
@@ -865,7 +883,7 @@ class CaseService:
             self._set_fields(d, t, case, form, today)
             self._apply_deadlines(uow, d, t, case, form, now, terminal=dest.kind == "terminal")
             extra = self._transfer_extra(case, moving_to)
-            previous = self._hand_over(case, moving_to)
+            previous = self._hand_over(uow, case, moving_to)
             self._write_case(uow, case)  # every command bumps the version
             self._flush(uow, case.id)  # before the audit head is locked (see _flush)
             event = self._audit(
@@ -933,9 +951,10 @@ class CaseService:
         }
 
     @staticmethod
-    def _hand_over(case: Case, target: str | None) -> tuple[str, str] | None:
-        """Move the case to ``target`` (deadlines continue); returns the sending place, which
-        keeps read access to the history up to the command's event (:meth:`_custody`)."""
+    def _hand_over(uow: UnitOfWork, case: Case, target: str | None) -> tuple[str, str] | None:
+        """Move the case to ``target`` (deadlines continue, the report counters of its history
+        move with it); returns the sending place, which keeps read access to the history up to
+        the command's event (:meth:`_custody`)."""
         if target is None:
             return None
         previous = (case.unit_code, case.province_code)
@@ -943,6 +962,8 @@ class CaseService:
         case.unit_code = target
         case.province_code = unit.province_code if unit else case.province_code
         case.subject.unit_code = target
+        new = (case.unit_code, case.province_code)
+        rollup.move_case(uow.session, rollup.pending(uow.session), case.id, previous, new)
         return previous
 
     @staticmethod
@@ -1050,7 +1071,7 @@ class CaseService:
             case.updated_at = now
             clean = {k: _json_value(v) for k, v in form.items()}
             extra = self._transfer_extra(case, moving_to)
-            previous = self._hand_over(case, moving_to)
+            previous = self._hand_over(uow, case, moving_to)
             self._write_case(uow, case)  # every command bumps the version
             self._flush(uow, case.id)  # before the audit head is locked (see _flush)
             event = self._audit(

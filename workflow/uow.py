@@ -11,6 +11,7 @@ from types import TracebackType
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from workflow import rollup
 from workflow.db import read_only_transaction
 from workflow.errors import CaseNotFound
 from workflow.model import Case
@@ -41,6 +42,9 @@ class UnitOfWork:
             read_only_transaction.reset(self._token)
 
     def commit(self) -> None:
+        """Write the report counters the transaction collected (``workflow.rollup``), then
+        commit."""
+        rollup.write_pending(self.session)
         self.session.commit()
 
     def get_case(self, case_id: int, *, for_update: bool = False) -> Case:

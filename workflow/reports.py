@@ -79,18 +79,23 @@ every state in its reporting group, which the tests check.
 from __future__ import annotations
 
 import base64
+import copy
 import json
 import re
+import threading
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
 from sqlalchemy import (
     ColumnElement,
+    DateTime,
     Select,
     String,
     and_,
+    bindparam,
     case,
     cast,
     exists,
@@ -103,9 +108,11 @@ from sqlalchemy import (
     text,
     union_all,
 )
+from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session, aliased
 
-from workflow import units
+from workflow import rollup, units
 from workflow.actors import Actor
 from workflow.calendar import BUSINESS_TZ, WorkingCalendar
 from workflow.definition import Definition
@@ -116,6 +123,8 @@ from workflow.model import (
     Case,
     Deadline,
     Document,
+    ReportDeadline,
+    ReportMove,
     Subject,
     UTCDateTime,
 )
@@ -224,7 +233,8 @@ def _unit_where(unit: str | None) -> list[ColumnElement[bool]]:
         return []
     if level == "province":
         return [Case.province_code == unit]
-    return [Case.unit_code == unit]
+    # the province too: the place index (province, commune) of the cases serves both
+    return [Case.province_code == units.get(unit).province_code, Case.unit_code == unit]
 
 
 # ---------------------------------------------------------------------------- SQL pieces
@@ -413,6 +423,12 @@ class _Scope:
         self.finishing = _actions(_finishing(registry))
 
     # -- helpers
+    def on(self, session: Session) -> _Scope:
+        """The same scope, reading through ``session``."""
+        other = copy.copy(self)
+        other.session = session
+        return other
+
     def scoped(self, stmt: Select, case_col: Any) -> Select:
         """``stmt`` restricted to the unit (joining ``cases`` only when needed)."""
         if not self.where:
@@ -425,25 +441,26 @@ class _Scope:
     def scalar(self, stmt: Select) -> int:
         return int(self.session.execute(stmt).scalar_one() or 0)
 
-    # -- state changes: one pass over the events since the start of the period
+    # -- state changes: one pass over the daily counts of moves since the start of the period
     def changes(self) -> list[tuple[int, str, str | None, str | None, str | None, int]]:
-        """(bucket, action, definition, from, to, count) of the moves since ``t0``: one pass,
-        grouped by the move, counted per bucket with one filtered count each."""
-        ev = AuditEvent
-        edges = self.bounds[1:]
-        counts = [
-            func.count().filter(ev.at < edges[0]),
-            *[func.count().filter(ev.at >= a, ev.at < b) for a, b in zip(edges, edges[1:])],
-            func.count().filter(ev.at >= edges[-1]),
-        ]
-        keys = [ev.action, ev.definition, ev.from_state, ev.to_state]
-        stmt = self.scoped(
-            select(*keys, *counts).where(state_change(ev), ev.at >= self.t0), ev.case_id
-        ).group_by(*keys)
+        """(bucket, action, definition, from, to, count) of the moves since ``t0``, from the
+        daily counters of :mod:`workflow.rollup` (exactly the audit log's moves, counted at
+        the cases' current places): one pass, grouped by the move and the bucket of its day
+        (month ``b`` of the period, or ``M``: after it)."""
+        rm = ReportMove
+        edges = [m.last + timedelta(days=1) for m in self.months]
+        bucket = case(
+            *[(rm.day < edge, b) for b, edge in enumerate(edges)], else_=len(edges)
+        ).label("bucket")
+        level = rollup.COMMUNE if self.level == "commune" else rollup.PROVINCE
+        where = [rm.level == level, rm.day >= self.start]
+        if self.unit is not None:
+            where.append(rm.unit == self.unit)
+        keys = [rm.action, rm.definition, rm.from_state, rm.to_state]
+        stmt = select(bucket, *keys, func.sum(rm.n)).where(*where).group_by(bucket, *keys)
         return [
-            (bucket, action, ref, frm, to, int(n))
-            for action, ref, frm, to, *per_bucket in self.session.execute(stmt).all()
-            for bucket, n in enumerate(per_bucket)
+            (int(b), action, ref, frm or None, to, int(n))
+            for b, action, ref, frm, to, n in self.session.execute(stmt).all()
             if n
         ]
 
@@ -484,23 +501,31 @@ class _Scope:
         whichever comes first) at or after it."""
         iv = self.absence_intervals()
         k, m = len(self.bounds), len(self.months)
+        bounds = bindparam("bounds", self.bounds, type_=ARRAY(DateTime(timezone=True)))
 
         def bucket(col: Any) -> Any:
             """The number of bounds at or before ``col`` (k when NULL: it never ends)."""
+            if self.postgres:  # a binary search per row instead of a CASE of k branches
+                return func.coalesce(func.width_bucket(col, bounds), k)
             whens = [(col < t, i) for i, t in enumerate(self.bounds)]
             return case((col.is_(None), k), *whens, else_=k)
 
+        if self.where:  # the unit's cases (and when they were closed)
+            closed_at = Case.closed_at
+            stmt = select().select_from(iv).join(Case, Case.id == iv.c.case_id)
+        else:  # the whole country: only the closed cases matter, for their closing
+            closed = select(Case.id, Case.closed_at).where(Case.closed_at.is_not(None)).subquery()
+            closed_at = closed.c.closed_at
+            stmt = select().select_from(iv).outerjoin(closed, closed.c.id == iv.c.case_id)
         end = case(
-            (iv.c.until.is_(None), Case.closed_at),
-            (Case.closed_at.is_(None), iv.c.until),
-            (Case.closed_at < iv.c.until, Case.closed_at),
+            (iv.c.until.is_(None), closed_at),
+            (closed_at.is_(None), iv.c.until),
+            (closed_at < iv.c.until, closed_at),
             else_=iv.c.until,
         )
         start_b, end_b = bucket(iv.c.at).label("s"), bucket(end).label("e")
         stmt = (
-            select(iv.c.key, start_b, end_b, func.count())
-            .select_from(iv)
-            .join(Case, Case.id == iv.c.case_id)
+            stmt.add_columns(iv.c.key, start_b, end_b, func.count())
             .where(
                 *self.where,
                 # an interval over before the period, or begun after it, counts nowhere
@@ -716,18 +741,29 @@ class _Scope:
         )
 
     def deadline_rows(self) -> dict[str, dict[str, int]]:
-        """Per deadline key: the deadlines due in the period by outcome (one pass: per key and
-        status, how many, how many closed late, how many past due on ``today``)."""
-        stmt = select(
-            Deadline.key,
-            Deadline.status,
-            func.count(),
-            func.count().filter(_closed_late(self.session)),
-            func.count().filter(Deadline.due_on < self.today),
-        ).where(Deadline.due_on >= self.start, Deadline.due_on <= self.end)
-        stmt = self.scoped(stmt, Deadline.case_id).group_by(Deadline.key, Deadline.status)
+        """Per deadline key: the deadlines due in the period by outcome, from the counters of
+        :mod:`workflow.rollup` (per key and status: how many, how many closed late, how many
+        past due on ``today``)."""
+        rd = ReportDeadline
+        level = rollup.COMMUNE if self.level == "commune" else rollup.PROVINCE
+        where = [rd.level == level, rd.due_on >= self.start, rd.due_on <= self.end]
+        if self.unit is not None:
+            where.append(rd.unit == self.unit)
+        n = func.sum(rd.n)
+        stmt = (
+            select(
+                rd.key,
+                rd.status,
+                n,
+                func.coalesce(func.sum(rd.n).filter(rd.late), 0),
+                func.coalesce(func.sum(rd.n).filter(rd.due_on < self.today), 0),
+            )
+            .where(*where)
+            .group_by(rd.key, rd.status)
+        )
         out: dict[str, dict[str, int]] = {}
         for key, status, n, n_late, n_past in self.session.execute(stmt).all():
+            n, n_late, n_past = int(n), int(n_late), int(n_past)
             row = out.setdefault(key, _empty_deadline())
             if status == "met":
                 row["met_late"] += n_late
@@ -813,6 +849,108 @@ def _count(session: Session, pop: Select) -> int:
     return int(session.execute(select(func.count()).select_from(pop.subquery())).scalar_one())
 
 
+# ---------------------------------------------------------------------------- the queries
+def _support(q: _Scope, calendar: WorkingCalendar) -> tuple[int, int]:
+    return _with_and_without(q.session, q, q.finished(), SUPPORT_ACTIVITY)
+
+
+def _commitment(q: _Scope, calendar: WorkingCalendar) -> tuple[int, int]:
+    return _with_and_without(q.session, q, q.group_at(q.t1, COMMITMENT_GROUPS), COMMITMENT_ACTIVITY)
+
+
+def _relapse_cases(q: _Scope, calendar: WorkingCalendar) -> int:
+    relapses = AuditEvent.action.in_(_actions(RELAPSE))
+    return _count(q.session, q.events(relapses, distinct_cases=True))
+
+
+def _check_ins_done(q: _Scope, calendar: WorkingCalendar) -> int:
+    ar = ActivityRecord
+    stmt = (
+        select(func.count()).select_from(ar).where(ar.key == CHECK_IN_ACTIVITY, *q.in_period(ar.at))
+    )
+    return q.scalar(q.scoped(stmt, ar.case_id))
+
+
+def _incomplete(q: _Scope, calendar: WorkingCalendar) -> int:
+    return q.scalar(select(func.count()).select_from(q.incomplete()))
+
+
+# every query of a report, the longest first (the order the workers take them in)
+_QUERIES: tuple[tuple[str, Callable[[_Scope, WorkingCalendar], Any]], ...] = (
+    ("deadlines", lambda q, calendar: q.deadline_rows()),
+    ("absences", lambda q, calendar: q.absences()),
+    ("dossier_days", lambda q, calendar: q.dossier_days(calendar)),
+    ("support", _support),
+    ("relapse_cases", _relapse_cases),
+    ("commitment", _commitment),
+    ("current", lambda q, calendar: q.current()),
+    ("changes", lambda q, calendar: q.changes()),
+    ("check_ins_done", _check_ins_done),
+    ("incomplete", _incomplete),
+)
+
+
+_SNAPSHOT_ID = re.compile(r"[0-9A-F]+(-[0-9A-F]+)+")
+
+
+def _gather(q: _Scope, calendar: WorkingCalendar, workers: int) -> dict[str, Any]:
+    """Run every query of :data:`_QUERIES` and return their results by name.
+
+    SQLite (or ``workers`` < 2): one after the other in ``q``'s session. PostgreSQL: on
+    ``workers`` new connections at once, each a REPEATABLE READ transaction on one exported
+    snapshot (``pg_export_snapshot`` / ``SET TRANSACTION SNAPSHOT``, as ``pg_dump --jobs``
+    does), so the figures are as consistent as one transaction's while the queries that
+    PostgreSQL runs on one core overlap with the others (the machine's cores are the limit)."""
+    if not q.postgres or workers < 2:
+        _tune(q.session)
+        return {name: run(q, calendar) for name, run in _QUERIES}
+    engine = q.session.get_bind()
+    todo = list(_QUERIES)
+    lock = threading.Lock()
+    out: dict[str, Any] = {}
+    failed: list[BaseException] = []
+
+    def work(conn: Connection) -> None:
+        with Session(bind=conn) as session:
+            _tune(session)
+            mine = q.on(session)
+            while not failed:
+                with lock:
+                    if not todo:
+                        return
+                    name, run = todo.pop(0)
+                out[name] = run(mine, calendar)
+
+    def helper(snapshot: str) -> None:
+        try:
+            with engine.connect().execution_options(isolation_level="REPEATABLE READ") as conn:
+                # a utility statement takes no bind parameter: the id is checked instead
+                if not _SNAPSHOT_ID.fullmatch(snapshot):
+                    raise ValueError(f"unexpected snapshot id {snapshot!r}")
+                conn.execute(text(f"SET TRANSACTION SNAPSHOT '{snapshot}'"))
+                work(conn)
+        except BaseException as exc:  # re-raised by the caller's thread
+            failed.append(exc)
+
+    with engine.connect().execution_options(isolation_level="REPEATABLE READ") as conn:
+        snapshot = conn.execute(text("SELECT pg_export_snapshot()")).scalar_one()
+        threads = [
+            threading.Thread(target=helper, args=(snapshot,), name=f"report-{i}")
+            for i in range(workers - 1)
+        ]
+        for t in threads:
+            t.start()
+        try:
+            work(conn)
+        except BaseException as exc:
+            failed.append(exc)
+        for t in threads:  # the snapshot lives as long as this transaction: join first
+            t.join()
+    if failed:
+        raise failed[0]
+    return out
+
+
 # ---------------------------------------------------------------------------- the report
 def indicators(
     session: Session,
@@ -824,16 +962,19 @@ def indicators(
     today: date,
     calendar: WorkingCalendar | None = None,
     lang: str = "vi",
+    workers: int = 2,
 ) -> dict[str, Any]:
     """Every indicator of the plans for ``unit`` (commune, province or None: the country)
     between ``start`` and ``end`` (business dates, both included), with the targets of the
     reporting year, the monthly trend and the drill key of every figure (see the module
-    docstring). ``today`` decides which open deadlines are overdue."""
+    docstring). ``today`` decides which open deadlines are overdue. On PostgreSQL the
+    queries run on ``workers`` connections at once, all reading one snapshot (see
+    :func:`_gather`)."""
     from workflow import targets as targets_mod
 
     calendar = calendar or WorkingCalendar()
     q = _Scope(session, registry, unit, start, end, today)
-    _tune(session)
+    got = _gather(q, calendar, workers)
     n_months = len(q.months)
     labels = _group_labels(registry, lang)
 
@@ -842,7 +983,7 @@ def indicators(
     exits = [Counter[str]() for _ in range(n_months + 1)]
     actions: Counter[str] = Counter()
     opened = [0] * n_months
-    for bucket, action, ref, frm, to, n in q.changes():
+    for bucket, action, ref, frm, to, n in got["changes"]:
         g_to, g_from = q.groups.group(ref, to), q.groups.group(ref, frm)
         if g_to != g_from:
             entries[bucket][g_to] += n
@@ -851,14 +992,14 @@ def indicators(
             actions[action] += n
             if action == OPENED:
                 opened[bucket] += n
-    now_in, n_open = q.current()
+    now_in, n_open = got["current"]
     level = dict(now_in)
     at: list[dict[str, int]] = [{} for _ in range(n_months + 1)]  # at bound b
     for b in range(n_months, -1, -1):
         for g in set(level) | set(entries[b]) | set(exits[b]):
             level[g] = level.get(g, 0) - entries[b][g] + exits[b][g]
         at[b] = dict(level)
-    absent_at, absences, returns = q.absences()
+    absent_at, absences, returns = got["absences"]
     for b, n in enumerate(absent_at):
         at[b][ABSENT] = n
     new = Counter[str]()
@@ -894,7 +1035,7 @@ def indicators(
     def total(keys: list[str]) -> int:
         return sum(actions.get(k, 0) for k in keys)
 
-    days = q.dossier_days(calendar)
+    days = got["dossier_days"]
     n_timed, days_total = sum(days.values()), sum(d * n for d, n in days.items())
     compulsory = {
         "dossiers_made": total(q.openings),
@@ -908,7 +1049,7 @@ def indicators(
     }
 
     # -- complete management dossier (snapshot of now)
-    n_incomplete = q.scalar(select(func.count()).select_from(q.incomplete()))
+    n_incomplete = got["incomplete"]
     dossier = {
         "cases": n_open,
         "complete": n_open - n_incomplete,
@@ -917,7 +1058,7 @@ def indicators(
     }
 
     # -- support after rehab, family commitment at the end
-    support = _with_and_without(session, q, q.finished(), SUPPORT_ACTIVITY)
+    support = got["support"]
     support = {
         "finished": support[0],
         "supported": support[1],
@@ -925,7 +1066,7 @@ def indicators(
         "share": _share(support[1], support[0]),
         "target": SUPPORT_TARGET,
     }
-    signed = _with_and_without(session, q, q.group_at(q.t1, COMMITMENT_GROUPS), COMMITMENT_ACTIVITY)
+    signed = got["commitment"]
     commitment = {
         "cases": signed[0],
         "signed": signed[1],
@@ -935,21 +1076,12 @@ def indicators(
     }
     relapses = {
         "events": total(_actions(RELAPSE)),
-        "cases": _count(
-            session, q.events(AuditEvent.action.in_(_actions(RELAPSE)), distinct_cases=True)
-        ),
+        "cases": got["relapse_cases"],
     }
 
     # -- check-ins and deadlines
-    done = q.scalar(
-        q.scoped(
-            select(func.count())
-            .select_from(ActivityRecord)
-            .where(ActivityRecord.key == CHECK_IN_ACTIVITY, *q.in_period(ActivityRecord.at)),
-            ActivityRecord.case_id,
-        )
-    )
-    per_key = q.deadline_rows()
+    done = got["check_ins_done"]
+    per_key = got["deadlines"]
     check = per_key.get(CHECK_IN_DEADLINE, _empty_deadline())
     check_ins = {
         "done": done,

@@ -18,6 +18,7 @@ from typing import Any
 from sqlalchemy import bindparam, insert, select, text, update
 from sqlalchemy.orm import Session
 
+from workflow import rollup
 from workflow.actors import Actor
 from workflow.model import AuditEvent, AuditHead, OutboxMessage
 
@@ -162,7 +163,7 @@ WITH new_event AS (
     VALUES ({", ".join(f":{c.name}" for c in _EVENTS.columns)})
 ), moved_head AS (
     UPDATE audit_head SET hash = :hash WHERE id = 1
-)
+), {rollup.PG_COUNTER_CTES}
 INSERT INTO outbox ({_OUTBOX_COLUMNS})
 SELECT {_OUTBOX_COLUMNS} FROM jsonb_populate_recordset(NULL::outbox, CAST(:outbox AS jsonb))
 """
@@ -172,11 +173,13 @@ SELECT {_OUTBOX_COLUMNS} FROM jsonb_populate_recordset(NULL::outbox, CAST(:outbo
 def write_reserved(
     session: Session, event: AuditEvent, outbox: list[dict[str, Any]] | None = None
 ) -> None:
-    """PostgreSQL: after :func:`reserve`, insert ``event``, move the head's hash to it and
-    insert the ``outbox`` rows (they carry the event's seq) in one round trip: the statements
-    a command sends while it holds the head, which every writer waits for, are two."""
+    """PostgreSQL: after :func:`reserve`, insert ``event``, move the head's hash to it, insert
+    the ``outbox`` rows (they carry the event's seq) and add the transaction's pending report
+    counters (``workflow.rollup``) in one round trip: the statements a command sends while it
+    holds the head, which every writer waits for, are two."""
     params = {name: getattr(event, name) for name in _COLUMNS}
     params["outbox"] = json.dumps(outbox or [], default=_iso, ensure_ascii=False)
+    params.update(rollup.take_parameters(session))
     session.execute(_WRITE_RESERVED, params)
 
 

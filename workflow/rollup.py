@@ -177,10 +177,29 @@ def _recordset(table: Table, names: tuple[str, ...]) -> str:
     )
 
 
+# PostgreSQL: the two upserts as data-modifying CTEs, for a statement that writes other rows
+# too (``audit.write_reserved``: a command's counters with its event, no round trip of their
+# own); their parameters come from :func:`take_parameters`
+PG_COUNTER_CTES = (
+    f"counted_moves AS ({_recordset(MOVES, MOVE_KEY)}), "
+    f"counted_deadlines AS ({_recordset(DEADLINES, DEADLINE_KEY)})"
+)
 # PostgreSQL: both families in one statement (one round trip in a command's commit)
 _PG_ADD = text(
-    f"WITH moved AS ({_recordset(MOVES, MOVE_KEY)}) {_recordset(DEADLINES, DEADLINE_KEY)}"
+    f"WITH counted_moves AS ({_recordset(MOVES, MOVE_KEY)}) {_recordset(DEADLINES, DEADLINE_KEY)}"
 )
+
+
+def take_parameters(session: Session) -> dict[str, str]:
+    """PostgreSQL: the parameters of :data:`PG_COUNTER_CTES` for the transaction's pending
+    deltas, which are then no longer pending (the statement writes them). A hand-over's
+    deltas stay pending: :func:`write_pending` also drops the counters it emptied."""
+    tally = session.info.get(_PENDING)
+    if not tally or tally.emptied:
+        return {MOVES.name: "[]", DEADLINES.name: "[]"}
+    moves, deadlines = tally.rows()
+    tally.clear()
+    return {MOVES.name: _json(moves), DEADLINES.name: _json(deadlines)}
 
 
 def add(session: Session, tally: Tally) -> None:

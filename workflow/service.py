@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import re
 import unicodedata
 import uuid
 from dataclasses import dataclass, replace
 from datetime import date, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
-from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy import bindparam, insert, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.orm.exc import StaleDataError
@@ -101,6 +102,72 @@ _CASE_WRITES = (
     ("updated_at", "updated_at"),
 )
 
+# PostgreSQL: a command's case row and deadline rows in one statement with data-modifying
+# CTEs, the case's version-checked UPDATE first in the text (the deadline rows are written
+# only if it matched; the count it returns is the version check). The started deadlines are
+# one JSON array of rows with every column but the id, as ``_deadline_row`` makes them (one
+# text whatever their number, so one compiled statement), inserted in the array's order.
+_STARTED_COLUMNS = ", ".join(c.name for c in _DEADLINES.c if c.name != "id")
+_WRITE_CASE_AND_DEADLINES = text(
+    f"""
+WITH updated_case AS (
+    UPDATE cases SET {", ".join(f"{column} = :{column}" for _, column in _CASE_WRITES)},
+        version = :version
+    WHERE id = :case_id AND version = :old_version
+    RETURNING id
+), closed_deadlines AS (
+    UPDATE deadlines
+    SET status = CASE WHEN id = ANY(CAST(:met AS bigint[])) THEN 'met' ELSE 'cancelled' END,
+        closed_at = :now, closed_by = :by, next_action_on = NULL
+    WHERE (id = ANY(CAST(:met AS bigint[])) OR id = ANY(CAST(:cancelled AS bigint[])))
+        AND EXISTS (SELECT FROM updated_case)
+), started_deadlines AS (
+    INSERT INTO deadlines ({_STARTED_COLUMNS})
+    SELECT {_STARTED_COLUMNS}
+    FROM jsonb_populate_recordset(NULL::deadlines, CAST(:started AS jsonb)) WITH ORDINALITY AS r
+    WHERE EXISTS (SELECT FROM updated_case)
+    ORDER BY r.ordinality
+)
+SELECT count(*) FROM updated_case
+"""
+).bindparams(
+    *(bindparam(column, type_=_CASES.c[column].type) for _, column in _CASE_WRITES),
+    bindparam("now", type_=_DEADLINES.c.closed_at.type),
+)
+# PostgreSQL: what a command reads of a case once its row is locked, in one statement: the
+# active documents as [id, type, sha256] and the open deadlines as [id, key, due_on]
+_DOCUMENTS_AND_OPEN_DEADLINES = text(
+    """
+SELECT
+    (SELECT coalesce(json_agg(json_build_array(id, type, sha256) ORDER BY id), '[]')
+     FROM documents WHERE case_id = :case_id AND revoked_at IS NULL),
+    (SELECT coalesce(json_agg(json_build_array(id, key, due_on) ORDER BY id), '[]')
+     FROM deadlines WHERE case_id = :case_id AND status = 'open')
+"""
+)
+
+
+class DocumentRef(NamedTuple):
+    """What a command uses of an active document (requirements, the audit event)."""
+
+    id: int
+    type: str
+    sha256: str
+
+
+@dataclass(frozen=True)
+class DeadlineWrites:
+    """What a command does to deadline rows: close the met and the cancelled ones (ids),
+    start new ones (rows of ``CaseService._deadline_row``); ``closing`` says what the report
+    counters need of the closed ones."""
+
+    met: list[int]
+    cancelled: list[int]
+    started: list[dict[str, Any]]
+    now: datetime
+    by: str | None
+    closing: list[tuple[date, str, str]]  # (due_on, key, status) of the closed: the counters
+
 
 @dataclass(frozen=True)
 class SubjectData:
@@ -162,6 +229,13 @@ def fold(text: str) -> str:
 
 def _json_value(value: Any) -> Any:
     return value.isoformat() if isinstance(value, date) else value
+
+
+def _iso_json(value: Any) -> str:
+    """Dates and datetimes in the JSON rows passed to PostgreSQL (ISO 8601, with the offset)."""
+    if isinstance(value, date):
+        return value.isoformat()
+    raise TypeError(f"cannot serialise {type(value).__name__}")
 
 
 class CaseService:
@@ -236,6 +310,30 @@ class CaseService:
         return list(session.execute(_ACTIVE_DOCUMENTS, {"case_id": case_id}).scalars())
 
     @staticmethod
+    def _documents_and_deadlines(
+        uow: UnitOfWork, case_id: int
+    ) -> tuple[list[Document] | list[DocumentRef], list[tuple[int, str, date]]]:
+        """A command's reads once its case row is locked: the active documents and the
+        (id, key, due date) of the open deadlines.
+
+        PostgreSQL: one statement (:data:`_DOCUMENTS_AND_OPEN_DEADLINES`). It is not folded
+        into the case's ``SELECT … FOR UPDATE``: in READ COMMITTED a locking read that waited
+        for another transaction returns the row as that one committed it, but its subqueries
+        still see the snapshot taken before the wait, so a document revoked or a deadline met
+        meanwhile would be missed. SQLite: the two statements (the write lock is held since
+        ``BEGIN IMMEDIATE``)."""
+        if uow.dialect == "postgresql":
+            docs, open_deadlines = uow.session.execute(
+                _DOCUMENTS_AND_OPEN_DEADLINES, {"case_id": case_id}
+            ).one()
+            return [DocumentRef(*doc) for doc in docs], [
+                (i, key, date.fromisoformat(due_on)) for i, key, due_on in open_deadlines
+            ]
+        docs = CaseService._active_documents(uow.session, case_id)
+        rows = uow.session.execute(_OPEN_DEADLINES, {"case_id": case_id})
+        return docs, [(i, key, due_on) for i, key, due_on in rows]
+
+    @staticmethod
     def _subject_context(case: Case, today: date) -> dict[str, Any]:
         s = case.subject
         age = None
@@ -258,7 +356,7 @@ class CaseService:
         return Context(form, case.fields or {}, self._subject_context(case, today), params, today)
 
     @staticmethod
-    def _missing(action: Action, docs: list[Document]) -> list[Any]:
+    def _missing(action: Action, docs: list[Document] | list[DocumentRef]) -> list[Any]:
         present = {doc.type for doc in docs}
         missing: list[Any] = []
         for req in action.documents:
@@ -271,7 +369,7 @@ class CaseService:
         d: Definition,
         action: Action,
         case: Case,
-        docs: list[Document],
+        docs: list[Document] | list[DocumentRef],
         data: dict,
         today: date,
         lang: str,
@@ -376,14 +474,32 @@ class CaseService:
             ) from None
 
     @staticmethod
-    def _write_case(uow: UnitOfWork, case: Case) -> None:
+    def _write_case(uow: UnitOfWork, case: Case, deadlines: DeadlineWrites) -> None:
         """Write a loaded case as one Core ``UPDATE … WHERE id = … AND version = …`` (the
-        version bumped even when no value changed); no matching row is a lost race
-        (StaleCase). The case then leaves the session, so no later flush writes it again;
-        the object keeps the written values and the new version for the result."""
+        version bumped even when no value changed), and the command's deadline rows; no
+        matching case row is a lost race (StaleCase). The case then leaves the session, so no
+        later flush writes it again; the object keeps the written values and the new version
+        for the result.
+
+        PostgreSQL: case and deadlines in one statement (:data:`_WRITE_CASE_AND_DEADLINES`)
+        instead of up to four (one per closing status, one for the started rows, the case's).
+        SQLite: the deadline statements of :meth:`_write_deadlines`, then the case's."""
+        CaseService._count_deadlines(uow, case, deadlines)
         params = {column: getattr(case, attr) for attr, column in _CASE_WRITES}
         params.update(case_id=case.id, old_version=case.version, version=case.version + 1)
-        if uow.session.execute(_UPDATE_CASE, params).rowcount != 1:
+        if uow.dialect == "postgresql":
+            params.update(
+                met=deadlines.met,
+                cancelled=deadlines.cancelled,
+                now=deadlines.now,
+                by=deadlines.by,
+                started=json.dumps(deadlines.started, default=_iso_json, ensure_ascii=False),
+            )
+            updated = uow.session.execute(_WRITE_CASE_AND_DEADLINES, params).scalar_one()
+        else:
+            CaseService._write_deadlines(uow, deadlines)
+            updated = uow.session.execute(_UPDATE_CASE, params).rowcount
+        if updated != 1:
             raise StaleCase("the case was changed by someone else; reload it", case_id=case.id)
         uow.session.expunge(case)
         case.version += 1
@@ -484,7 +600,7 @@ class CaseService:
         from_state: str | None = None,
         to_state: str | None = None,
         data: Any = None,
-        documents: list[Document] | None = None,
+        documents: list[Document] | list[DocumentRef] | None = None,
         extra: dict | None = None,
     ) -> AuditEvent:
         return AuditEvent(
@@ -577,17 +693,19 @@ class CaseService:
         }
 
     # -- deadlines ---------------------------------------------------------------------
-    def _apply_deadlines(
+    def _plan_deadlines(
         self,
-        uow: UnitOfWork,
         d: Definition,
         action: Action | None,
         case: Case,
         form: dict,
         now: datetime,
         terminal: bool,
-    ) -> None:
-        """Meet, cancel and start deadline rows as the action and the new state require."""
+        open_deadlines: list[tuple[int, str, date]],
+    ) -> DeadlineWrites:
+        """The deadline rows to meet, cancel and start as the action and the new state require,
+        given the (id, key, due date) of the case's open ones; written by :meth:`_write_case` (or
+        :meth:`_write_deadlines`)."""
         today = business_date(now)
         fields = case.fields or {}
         met = set(d.deadlines_met_by(action.key)) if action else set()
@@ -595,25 +713,20 @@ class CaseService:
         cancel = set(action.effects.cancel_deadlines if action else ()) | set(starts)
         still_open: set[str] = set()
         closed: dict[str, list[int]] = {"met": [], "cancelled": []}
-        counters, place = rollup.pending(uow.session), (case.unit_code, case.province_code)
-        for deadline_id, key, due_on in uow.session.execute(_OPEN_DEADLINES, {"case_id": case.id}):
+        closing: list[tuple[date, str, str]] = []
+        for deadline_id, key, due_on in open_deadlines:
             spec = d.deadlines.get(key)
             left_schedule = spec is not None and spec.during and case.state not in spec.during
             if key in met:
                 closed["met"].append(deadline_id)
-                counters.closed(due_on, key, "met", now, place)
+                closing.append((due_on, key, "met"))
                 if spec is not None and spec.repeat and not terminal and not left_schedule:
                     starts.append(key)
             elif key in cancel or terminal or left_schedule:
                 closed["cancelled"].append(deadline_id)
-                counters.closed(due_on, key, "cancelled", now, place)
+                closing.append((due_on, key, "cancelled"))
             else:
                 still_open.add(key)
-        by = action.key if action else None
-        for status, ids in closed.items():
-            if ids:
-                params = {"ids": ids, "new_status": status, "now": now, "by": by}
-                uow.session.execute(_CLOSE_DEADLINES, params)
         if not terminal:
             starts += [
                 s.key
@@ -624,9 +737,29 @@ class CaseService:
             self._deadline_row(d, d.deadlines[key], case, form, fields, now, today)
             for key in starts
         ]
-        for row in rows:
+        by = action.key if action else None
+        return DeadlineWrites(closed["met"], closed["cancelled"], rows, now, by, closing)
+
+    @staticmethod
+    def _count_deadlines(uow: UnitOfWork, case: Case, w: DeadlineWrites) -> None:
+        """The report counters of a command's deadline writes, at the case's place when they
+        are written (after a hand-over: the new one; ``workflow.rollup``)."""
+        counters, place = rollup.pending(uow.session), (case.unit_code, case.province_code)
+        for due_on, key, status in w.closing:
+            counters.closed(due_on, key, status, w.now, place)
+        for row in w.started:
             counters.deadline(row["due_on"], row["key"], "open", False, place)
-        if rows:  # one row: a plain execute; several: executemany
+
+    @staticmethod
+    def _write_deadlines(uow: UnitOfWork, w: DeadlineWrites) -> None:
+        """Deadline rows as Core statements: one UPDATE by ids per closing status, one
+        (executemany) INSERT of the started ones."""
+        for status, ids in (("met", w.met), ("cancelled", w.cancelled)):
+            if ids:
+                params = {"ids": ids, "new_status": status, "now": w.now, "by": w.by}
+                uow.session.execute(_CLOSE_DEADLINES, params)
+        if w.started:  # one row: a plain execute; several: executemany
+            rows = w.started
             uow.session.execute(_INSERT_DEADLINE, rows[0] if len(rows) == 1 else rows)
 
     def _start_deadline(
@@ -773,7 +906,10 @@ class CaseService:
             case.number = f"{unit.code}-{today.year}-{case.id:06d}"
             if d.opening is not None:
                 self._set_fields(d, d.opening, case, form, today)
-            self._apply_deadlines(uow, d, d.opening, case, form, now, terminal=False)
+            # a new case has no open deadlines to read
+            plan = self._plan_deadlines(d, d.opening, case, form, now, False, [])
+            self._write_deadlines(uow, plan)
+            self._count_deadlines(uow, case, plan)
             self._flush(uow, case.id)  # before the audit head is locked (see _flush)
             event = self._audit(
                 uow,
@@ -862,7 +998,7 @@ class CaseService:
                     case_id=case.id,
                     current_version=case.version,
                 )
-            docs = self._active_documents(uow.session, case.id)
+            docs, open_deadlines = self._documents_and_deadlines(uow, case.id)
             today = business_date(now)
             holder: dict[str, dict] = {}
 
@@ -881,10 +1017,11 @@ class CaseService:
             if dest.kind == "terminal":
                 case.closed_at = now
             self._set_fields(d, t, case, form, today)
-            self._apply_deadlines(uow, d, t, case, form, now, terminal=dest.kind == "terminal")
+            terminal = dest.kind == "terminal"
+            plan = self._plan_deadlines(d, t, case, form, now, terminal, open_deadlines)
             extra = self._transfer_extra(case, moving_to)
             previous = self._hand_over(uow, case, moving_to)
-            self._write_case(uow, case)  # every command bumps the version
+            self._write_case(uow, case, plan)  # every command bumps the version
             self._flush(uow, case.id)  # before the audit head is locked (see _flush)
             event = self._audit(
                 uow,
@@ -1014,7 +1151,9 @@ class CaseService:
             )
 
     @staticmethod
-    def _used_documents(action: Action, docs: list[Document]) -> list[Document]:
+    def _used_documents(
+        action: Action, docs: list[Document] | list[DocumentRef]
+    ) -> list[Document] | list[DocumentRef]:
         wanted = {code for req in action.documents for code in req.any_of}
         return [doc for doc in docs if doc.type in wanted]
 
@@ -1060,19 +1199,19 @@ class CaseService:
                     case_id=case.id,
                     current_version=case.version,
                 )
-            docs = self._active_documents(uow.session, case.id)
+            docs, open_deadlines = self._documents_and_deadlines(uow, case.id)
             today = business_date(now)
             form, reasons = self._evaluate(d, act, case, docs, data, today, lang)
             if reasons:
                 raise self._refusal(act.key, reasons)
             moving_to = self._transfer_target(d, act, case, form, today, lang)
             self._set_fields(d, act, case, form, today)
-            self._apply_deadlines(uow, d, act, case, form, now, terminal=False)
+            plan = self._plan_deadlines(d, act, case, form, now, False, open_deadlines)
             case.updated_at = now
             clean = {k: _json_value(v) for k, v in form.items()}
             extra = self._transfer_extra(case, moving_to)
             previous = self._hand_over(uow, case, moving_to)
-            self._write_case(uow, case)  # every command bumps the version
+            self._write_case(uow, case, plan)  # every command bumps the version
             self._flush(uow, case.id)  # before the audit head is locked (see _flush)
             event = self._audit(
                 uow,

@@ -377,7 +377,7 @@ def test_revocation_racing_a_transition_is_serialised(
         ).scalar_one()
     form = drive.form(cid, "request_determination", DAY)
     revoker_outcome = Outcome()
-    original = CaseService._active_documents
+    original = CaseService._documents_and_deadlines
     revoker: list[threading.Thread] = []
 
     def revoke() -> None:
@@ -388,8 +388,8 @@ def test_revocation_racing_a_transition_is_serialised(
         except BaseException as exc:
             revoker_outcome.error = exc
 
-    def active_documents_then_revoke(session: Any, case_id: int) -> list[Document]:
-        docs = original(session, case_id)
+    def active_documents_then_revoke(uow: Any, case_id: int) -> Any:
+        docs = original(uow, case_id)  # and the open deadlines
         if not revoker:
             t = threading.Thread(target=revoke, daemon=True, name="revoker")
             revoker.append(t)
@@ -400,7 +400,7 @@ def test_revocation_racing_a_transition_is_serialised(
         return docs
 
     monkeypatch.setattr(
-        CaseService, "_active_documents", staticmethod(active_documents_then_revoke)
+        CaseService, "_documents_and_deadlines", staticmethod(active_documents_then_revoke)
     )
     try:
         result: CommandResult | None = service.advance(
@@ -409,7 +409,7 @@ def test_revocation_racing_a_transition_is_serialised(
     except MissingDocuments:
         result = None
     finally:
-        monkeypatch.setattr(CaseService, "_active_documents", staticmethod(original))
+        monkeypatch.setattr(CaseService, "_documents_and_deadlines", staticmethod(original))
         for t in revoker:
             t.join(JOIN_TIMEOUT)
     assert revoker and not revoker[0].is_alive()

@@ -1,0 +1,256 @@
+"""A command's round trips on PostgreSQL (issue #8), and that fewer of them write the same rows.
+
+On PostgreSQL ``advance`` reads its documents and open deadlines in one statement, writes its
+case and deadline rows in one, locks the audit head and takes the next seq in one, and writes
+the event, the head's hash and the outbox rows in one. SQLite keeps one statement per table
+(the generic path), so the same walk on both databases must leave the same rows: the same
+audit chain (hashes included), outbox rows, deadline rows, cases, custody and activity rows.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import date
+from itertools import count
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from sqlalchemy import event, select
+from sqlalchemy.engine import Engine
+
+from workflow.db import make_session_factory
+from workflow.errors import StaleCase
+from workflow.model import (
+    ActivityRecord,
+    AuditEvent,
+    AuditHead,
+    Case,
+    CaseCustody,
+    Deadline,
+    IdempotencyRecord,
+    OutboxMessage,
+    Subject,
+)
+from workflow.registry import Registry
+from workflow.service import CaseService, DeadlineWrites
+from workflow.storage import MemoryBlobStore
+from workflow.uow import UnitOfWork
+
+from .. import conftest
+from ..conftest import OTHER_COMMUNE, Actors, _truncate_pg
+from .helpers import Driver, at
+
+DAY = date(2026, 3, 2)
+TABLES = (
+    Case,
+    Subject,
+    Deadline,
+    AuditEvent,
+    AuditHead,
+    OutboxMessage,
+    CaseCustody,
+    ActivityRecord,
+    IdempotencyRecord,
+)
+
+
+@pytest.fixture
+def drive(service, actors) -> Driver:  # noqa: ANN001
+    return Driver(service, actors)
+
+
+@contextmanager
+def statements(engine: Engine) -> Iterator[list[str]]:
+    """The SQL statements sent inside the block (the commit is not one)."""
+    seen: list[str] = []
+
+    def record(conn, cursor, statement, parameters, context, executemany) -> None:  # noqa: ANN001
+        seen.append(" ".join(statement.split()))
+
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        yield seen
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+
+
+def written(engine: Engine) -> dict[str, list[dict[str, Any]]]:
+    """Every row a command writes, as the ORM's column types read them back."""
+    with engine.connect() as conn:
+        return {
+            model.__tablename__: [
+                dict(row._mapping)
+                for row in conn.execute(
+                    select(model.__table__).order_by(*model.__table__.primary_key.columns)
+                )
+            ]
+            for model in TABLES
+        }
+
+
+def walk(drive: Driver) -> None:
+    """Deadlines started, met (a repeating one restarted), cancelled by a terminal transition;
+    activities; a hand-over (outbox rows for both communes, a custody row); an idempotent
+    command replayed."""
+    cid = drive.open(DAY).case_id
+    drive.fire(cid, "request_determination", DAY)
+    drive.fire(cid, "record_addiction_result", DAY)
+    drive.fire(cid, "register_voluntary_home", DAY, registered_by="self")
+    d = drive.definition(cid)
+    form = drive.form(cid, "decide_voluntary_home", DAY, term_months=6)
+    drive.attach(
+        cid, [req.any_of[0] for req in d.transitions["decide_voluntary_home"].documents], DAY
+    )
+    head = drive.actor_for(d.transitions["decide_voluntary_home"])
+    first = drive.service.advance(
+        cid, "decide_voluntary_home", form, head, at(DAY), idempotency_key="k-1"
+    )
+    again = drive.service.advance(
+        cid, "decide_voluntary_home", form, head, at(DAY), idempotency_key="k-1"
+    )
+    assert again == first
+    drive.activity(cid, "check_in", date(2026, 4, 1))  # meets check_in_due, starts the next
+    police = drive.actors.get("commune_police", "officer")
+    drive.service.record_activity(
+        cid,
+        "change_residence",
+        {"moved_date": "2026-04-02", "new_unit": OTHER_COMMUNE, "reason": "chuyển nhà"},
+        police,
+        at(date(2026, 4, 2)),
+    )
+    closer = d.transitions["close_case"].allowed[0]
+    drive.fire(
+        cid,
+        "close_case",
+        date(2026, 4, 3),
+        actor=drive.actors.get(closer.agency, closer.roles[0], OTHER_COMMUNE),
+    )
+
+
+@pytest.mark.postgres
+def test_one_advance_is_five_statements_on_postgresql(
+    engine: Engine, service: CaseService, drive: Driver
+) -> None:
+    if engine.dialect.name != "postgresql":
+        pytest.skip("the round trips counted are PostgreSQL's (SQLite keeps one per table)")
+    cid = drive.open(DAY).case_id
+    drive.attach(cid, ["determination_request"], DAY)
+    form = drive.form(cid, "request_determination", DAY)
+    officer = drive.actor_for(drive.definition(cid).transitions["request_determination"])
+    with statements(engine) as sent:
+        service.advance(cid, "request_determination", form, officer, at(DAY))
+    assert [s.split()[0] for s in sent] == ["SELECT", "SELECT", "WITH", "UPDATE", "WITH"], sent
+    assert "FOR UPDATE" in sent[0]  # the case row, locked
+    assert "json_agg" in sent[1]  # documents and open deadlines, after the lock
+    assert sent[2].startswith("WITH updated_case AS ( UPDATE cases")  # + deadline rows
+    assert sent[3].startswith("UPDATE audit_head SET seq=") and "RETURNING" in sent[3]
+    assert sent[4].startswith("WITH new_event AS ( INSERT INTO audit_events")  # + head + outbox
+    assert len(sent) == 5
+    with service.uow(read_only=True) as uow:
+        rows = uow.session.execute(select(Deadline.key, Deadline.status)).all()
+        n_outbox = len(uow.session.execute(select(OutboxMessage.id)).all())
+    assert ("determination", "open") in rows and n_outbox >= 1
+    assert service.verify_audit().ok
+
+
+@pytest.mark.postgres
+def test_postgresql_writes_what_the_generic_path_writes(
+    sqlite_engine: Engine,
+    pg_engine: Engine,
+    registry: Registry,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    _truncate_pg(pg_engine)
+    results = {}
+    for engine in (sqlite_engine, pg_engine):
+        # the same names, outbox ids and clock on both databases
+        monkeypatch.setattr(conftest, "_ids", count(1))
+        uuids = (uuid.UUID(int=i) for i in count(1))
+        monkeypatch.setattr("workflow.service.uuid", SimpleNamespace(uuid4=uuids.__next__))
+        factory = make_session_factory(engine)
+        service = CaseService(factory, registry, secret_key="test-secret", blobs=MemoryBlobStore())
+        walk(Driver(service, Actors(factory)))
+        assert service.verify_audit().ok
+        results[engine.dialect.name] = written(engine)
+    generic, pg = results["sqlite"], results["postgresql"]
+    assert len(generic["audit_events"]) == 14 and len(generic["outbox"]) == 8
+    # two started by one command (ids in order), a repeating one met and restarted, the
+    # rest cancelled by the terminal transition
+    assert [(r["key"], r["status"]) for r in generic["deadlines"]] == [
+        ("determination", "met"),
+        ("register_voluntary", "met"),
+        ("voluntary_home_decision", "met"),
+        ("voluntary_term", "cancelled"),
+        ("check_in_due", "met"),
+        ("check_in_due", "cancelled"),
+    ]
+    assert len(generic["case_custody"]) == 1 and len(generic["idempotency_keys"]) == 1
+    for table in generic:
+        assert pg[table] == generic[table], table
+
+
+def test_a_case_changed_meanwhile_is_stale_and_nothing_is_written(
+    engine: Engine, service: CaseService, drive: Driver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The version check of the case's write: the case as read before another command bumped
+    its version is a StaleCase, raised before the audit head is taken, and nothing of the
+    command (case, deadlines, event, outbox) is written."""
+    cid = drive.open(DAY).case_id
+    drive.fire(cid, "request_determination", DAY)  # the determination deadline runs
+    drive.attach(cid, ["addiction_result"], DAY)
+    form = drive.form(cid, "record_addiction_result", DAY)
+    actor = drive.actor_for(drive.definition(cid).transitions["record_addiction_result"])
+    before = written(engine)
+    real_get_case = UnitOfWork.get_case
+
+    def read_before_the_other_command(self: UnitOfWork, case_id: int, **kw: Any) -> Case:
+        case = real_get_case(self, case_id, **kw)
+        case.version -= 1
+        return case
+
+    monkeypatch.setattr(UnitOfWork, "get_case", read_before_the_other_command)
+    with statements(engine) as sent, pytest.raises(StaleCase):
+        service.advance(cid, "record_addiction_result", form, actor, at(DAY))
+    assert any("UPDATE cases" in s for s in sent)
+    assert not any("audit_head" in s for s in sent), sent
+    monkeypatch.setattr(UnitOfWork, "get_case", real_get_case)
+    assert written(engine) == before
+    assert service.verify_audit().ok
+
+
+@pytest.mark.postgres
+def test_postgresql_writes_no_deadline_row_unless_the_case_row_matched(
+    engine: Engine, service: CaseService, drive: Driver
+) -> None:
+    """The deadline rows ride in the case's statement only if its version check matched
+    (not merely rolled back afterwards)."""
+    if engine.dialect.name != "postgresql":
+        pytest.skip("SQLite writes the deadline rows by separate statements")
+    cid = drive.open(DAY).case_id
+    drive.fire(cid, "request_determination", DAY)
+    started = {
+        "case_id": cid,
+        "key": "determination",
+        "status": "open",
+        "started_at": at(DAY),
+        "anchor_on": DAY,
+        "due_on": DAY,
+        "escalation_level": 0,
+    }
+    with service.uow() as uow:
+        case = uow.get_case(cid, for_update=True)
+        _, open_deadlines = service._documents_and_deadlines(uow, cid)
+        assert [key for _, key, _ in open_deadlines] == ["determination"]
+        ids = [i for i, _, _ in open_deadlines]
+        closing = [(due_on, key, "met") for _, key, due_on in open_deadlines]
+        plan = DeadlineWrites(ids, [], [started], at(DAY), "x", closing)
+        case.version -= 1
+        with pytest.raises(StaleCase):
+            service._write_case(uow, case, plan)
+        rows = uow.session.execute(
+            select(Deadline.id, Deadline.status).where(Deadline.case_id == cid)
+        ).all()
+    assert rows == [(ids[0], "open")]

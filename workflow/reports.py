@@ -1,14 +1,20 @@
 """Indicators of the local plans for a unit and a period, computed with aggregate SQL.
 
-Every figure comes from a few grouped queries over indexed columns, read from the indexes
-alone on PostgreSQL (migration 0005): the events that move a case by time
-(``ix_audit_state_changes``) and by action (``ix_audit_state_actions``), activities by kind
-and time (``ix_activity_key_at``), deadlines by due date (``ix_deadlines_due_on``), the
-revoked documents (``ix_documents_revoked``) and ``cases``. Python only loops over the few
-result rows (and over the distinct pairs of dates of the court decisions, for the working-day
-arithmetic of the holiday calendar). Every figure also has a *drill key* (``report["drill"]``
-maps the figure's path to it) and :func:`drill` lists the rows behind it: their number equals
-the figure exactly.
+Every figure comes from a few grouped queries. The two biggest inputs are read from counters
+kept by the transactions that write what they count (:mod:`workflow.rollup`, migration 0006):
+the moves between states per business day (``report_moves``, instead of millions of audit
+events) and the deadlines per due date, key, status and lateness (``report_deadlines``). The
+rest reads indexes alone on PostgreSQL (migrations 0005, 0006): the events that move a case
+by action (``ix_audit_state_actions``), activities by kind and time (``ix_activity_key_at``),
+the absences in the order of their window (``ix_activity_absences``), the revoked documents
+(``ix_documents_revoked``), a place's cases (``ix_cases_place``) and the closed ones
+(``ix_cases_closed``). On PostgreSQL the queries of one report run on two connections that
+share one exported snapshot (:func:`_gather`). Python only loops over the few result rows
+(and over the distinct pairs of dates of the court decisions, for the working-day arithmetic
+of the holiday calendar). Every figure also has a *drill key* (``report["drill"]`` maps the
+figure's path to it) and :func:`drill` lists the rows behind it, from the audit log and the
+deadlines themselves: their number equals the figure exactly (the counters equal a recount;
+``rehabflow counters check``).
 
 Approach (what the figures mean):
 

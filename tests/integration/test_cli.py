@@ -447,3 +447,27 @@ class TestAuditVerify:
         assert result.exit_code == 1
         assert isinstance(result.exception, SystemExit), result.exception
         assert "init-db" in result.stderr
+
+
+# ---------------------------------------------------------------------------- report counters
+class TestCounters:
+    def test_check_finds_a_wrong_counter_and_rebuild_repairs_it(self, db: Db) -> None:
+        assert run(db.env, "demo", "--cases", "4").exit_code == 0
+        ok = run(db.env, "counters", "check")
+        assert ok.exit_code == 0, ok.output
+        assert ok.stdout.strip() == "report counters match a recount"
+
+        db.tamper("UPDATE report_moves SET n = n + 5 WHERE action = 'case.opened'")
+        db.tamper("DELETE FROM report_deadlines WHERE level = 'province'")
+        broken = run(db.env, "counters", "check")
+        assert broken.exit_code == 1
+        assert re.match(r"\d+ report counter\(s\) differ from a recount:", broken.stderr)
+        assert "report_deadlines province" in broken.stderr, broken.stderr
+        assert "rehabflow counters rebuild" in broken.stderr
+
+        rebuilt = run(db.env, "counters", "rebuild")
+        assert rebuilt.exit_code == 0, rebuilt.output
+        assert re.fullmatch(
+            r"report_moves: \d+ rows, report_deadlines: \d+ rows", rebuilt.stdout.strip()
+        )
+        assert run(db.env, "counters", "check").exit_code == 0

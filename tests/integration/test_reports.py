@@ -621,3 +621,19 @@ def test_migrations_keep_each_state_in_its_reporting_group(registry) -> None:  #
                     assert d.states[old].group == source.states[old].group, (d.ref, old)
                 checked += 1
     assert checked > 0
+
+
+@pytest.mark.parametrize("unit", [COMMUNE, PROVINCE, None])
+def test_the_queries_on_two_connections_give_the_report_of_one(
+    world, service, registry, unit  # noqa: ANN001
+) -> None:
+    """PostgreSQL runs a report's queries on two connections sharing one snapshot; the
+    figures are those of the same queries one after the other in one session."""
+    with service.uow(read_only=True) as uow:
+        args = (uow.session, registry, unit, START, END)
+        one = indicators(*args, today=TODAY, calendar=WorkingCalendar(), workers=1)
+    with service.uow(read_only=True) as uow:
+        args = (uow.session, registry, unit, START, END)
+        two = indicators(*args, today=TODAY, calendar=WorkingCalendar(), workers=2)
+    assert two == one
+    assert sum(g["at_end"] for g in one["groups"]) > 0

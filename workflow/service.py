@@ -85,6 +85,7 @@ _CLOSE_DEADLINES = (
 _INSERT_DEADLINE = insert(_DEADLINES)
 # outbox rows are written as Core inserts (no unit of work: the profile of advance)
 _INSERT_OUTBOX = insert(OutboxMessage.__table__)
+_INSERT_ACCESS = insert(AccessLog.__table__)
 # a command's case write: one version-checked UPDATE (SET columns from the parameters)
 _CASES = Case.__table__
 _UPDATE_CASE = update(_CASES).where(
@@ -1375,11 +1376,18 @@ class CaseService:
             return self._availability(uow, case, actor, now, lang)
 
     def _availability(
-        self, uow: UnitOfWork, case: Case, actor: Actor, now: datetime | None, lang: str
+        self,
+        uow: UnitOfWork,
+        case: Case,
+        actor: Actor,
+        now: datetime | None,
+        lang: str,
+        active: list[Document] | None = None,
     ) -> list[Availability]:
+        """``active``: the case's active documents when the caller has them already."""
         d = self.definition_of(case)
         today = business_date(now) if now else date.today()
-        docs = self._active_documents(uow.session, case.id)
+        docs = self._active_documents(uow.session, case.id) if active is None else active
         out = []
         for t in d.transitions_from(case.state):
             if t.automatic or not t.permits(actor.agency_type, actor.role):
@@ -1408,10 +1416,9 @@ class CaseService:
         self._check_now(now)
         with self.uow() as uow:
             case = self._visible_case(uow, case_id, actor, lock=False)
-            if actor.user_id is not None:
-                uow.session.add(
-                    AccessLog(at=now, user_id=actor.user_id, case_id=case.id, action="case.read")
-                )
+            if actor.user_id is not None:  # a Core insert: no unit of work to flush
+                row = {"at": now, "user_id": actor.user_id, "case_id": case.id}
+                uow.session.execute(_INSERT_ACCESS, row | {"action": "case.read"})
             details = self._details(uow, case, actor, now)
             uow.commit()
             return details
@@ -1487,7 +1494,9 @@ class CaseService:
             ],
             "available_transitions": [
                 a.__dict__ | {"ready": a.ready}
-                for a in self._availability(uow, case, actor, now, "vi")
+                for a in self._availability(
+                    uow, case, actor, now, "vi", [x for x in docs if x.revoked_at is None]
+                )
             ],
             "available_activities": [
                 a.key

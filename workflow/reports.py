@@ -115,7 +115,7 @@ from sqlalchemy import (
     union_all,
 )
 from sqlalchemy.dialects.postgresql import ARRAY
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import Session, aliased
 
 from workflow import rollup, units
@@ -907,10 +907,10 @@ def _gather(q: _Scope, calendar: WorkingCalendar, workers: int) -> dict[str, Any
     snapshot (``pg_export_snapshot`` / ``SET TRANSACTION SNAPSHOT``, as ``pg_dump --jobs``
     does), so the figures are as consistent as one transaction's while the queries that
     PostgreSQL runs on one core overlap with the others (the machine's cores are the limit)."""
-    if not q.postgres or workers < 2:
-        _tune(q.session)
-        return {name: run(q, calendar) for name, run in _QUERIES}
     engine = q.session.get_bind()
+    if not q.postgres or workers < 2 or not isinstance(engine, Engine):
+        _tune(q.session)  # (a session bound to one connection cannot open others)
+        return {name: run(q, calendar) for name, run in _QUERIES}
     todo = list(_QUERIES)
     lock = threading.Lock()
     out: dict[str, Any] = {}

@@ -36,11 +36,6 @@ DAY = date(2026, 11, 13)  # a Friday
 JOIN_TIMEOUT = 120.0
 
 
-@pytest.fixture
-def drive(service, actors) -> Driver:  # noqa: ANN001
-    return Driver(service, actors)
-
-
 # --------------------------------------------------------------------------------- helpers
 @dataclass
 class Outcome:

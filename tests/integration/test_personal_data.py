@@ -5,17 +5,10 @@ from __future__ import annotations
 
 from datetime import date
 
-import pytest
-
 from workflow.queries import CaseFilter
 from workflow.registry import Registry
 
 from .helpers import Driver, at
-
-
-@pytest.fixture
-def drive(service, actors) -> Driver:  # noqa: ANN001
-    return Driver(service, actors)
 
 
 def test_every_version_names_who_sees_the_person(registry: Registry) -> None:

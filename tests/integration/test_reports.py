@@ -625,7 +625,10 @@ def test_migrations_keep_each_state_in_its_reporting_group(registry) -> None:  #
 
 @pytest.mark.parametrize("unit", [COMMUNE, PROVINCE, None])
 def test_the_queries_on_two_connections_give_the_report_of_one(
-    world, service, registry, unit  # noqa: ANN001
+    world,
+    service,
+    registry,
+    unit,  # noqa: ANN001
 ) -> None:
     """PostgreSQL runs a report's queries on two connections sharing one snapshot; the
     figures are those of the same queries one after the other in one session."""

@@ -20,11 +20,6 @@ from .helpers import Driver, at
 ELSEWHERE_PROVINCE = "01"  # Hà Nội
 
 
-@pytest.fixture
-def drive(service, actors) -> Driver:  # noqa: ANN001
-    return Driver(service, actors)
-
-
 def stored(service) -> dict[tuple, int]:  # noqa: ANN001
     """Every stored counter (both families) by key, zeros left out."""
     out: dict[tuple, int] = {}

@@ -57,11 +57,6 @@ TABLES = (
 )
 
 
-@pytest.fixture
-def drive(service, actors) -> Driver:  # noqa: ANN001
-    return Driver(service, actors)
-
-
 @contextmanager
 def statements(engine: Engine) -> Iterator[list[str]]:
     """The SQL statements sent inside the block (the commit is not one)."""

@@ -24,11 +24,6 @@ from ..conftest import OTHER_COMMUNE
 from .helpers import Driver, at
 
 
-@pytest.fixture
-def drive(service, actors) -> Driver:  # noqa: ANN001
-    return Driver(service, actors)
-
-
 def deadlines(service, case_id: int, status: str | None = None) -> dict[str, Deadline]:  # noqa: ANN001
     with service.uow(read_only=True) as uow:
         stmt = select(Deadline).where(Deadline.case_id == case_id)

@@ -15,11 +15,6 @@ from ..conftest import COMMUNE, OTHER_COMMUNE, PROVINCE
 from .helpers import Driver, at
 
 
-@pytest.fixture
-def drive(service, actors) -> Driver:  # noqa: ANN001
-    return Driver(service, actors)
-
-
 def to_illegal_use(drive: Driver, day: date, version: int | None = 1) -> int:
     cid = drive.open(day, version=version).case_id
     drive.fire(cid, "start_illegal_use_management", day)

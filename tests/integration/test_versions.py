@@ -13,11 +13,6 @@ from ..conftest import DEFINITIONS
 from .helpers import Driver
 
 
-@pytest.fixture
-def drive(service, actors) -> Driver:  # noqa: ANN001
-    return Driver(service, actors)
-
-
 def version_of(drive: Driver, case_id: int) -> int:
     return drive.definition(case_id).version
 

@@ -482,7 +482,7 @@ class ReportMove(Base):
             "level",
             "unit",
             "day",
-            postgresql_include=["action", "definition", "from_state", "to_state", "n"],
+            postgresql_include=["action", "definition", "from_state", "to_state"],
         ),
     )
 
@@ -509,6 +509,6 @@ class ReportDeadline(Base):
             "level",
             "unit",
             "due_on",
-            postgresql_include=["key", "status", "late", "n"],
+            postgresql_include=["key", "status", "late"],
         ),
     )

@@ -346,7 +346,8 @@ def counters_check() -> None:
 
 @counters_group.command("rebuild")
 def counters_rebuild() -> None:
-    """Rewrite every counter from the audit log and the deadlines (one transaction)."""
+    """Rewrite every counter from the audit log and the deadlines (one transaction; on
+    PostgreSQL commands wait for it: about two minutes at a million cases)."""
     from workflow import rollup
     from workflow.bootstrap import bootstrap
 

@@ -40,9 +40,11 @@ from typing import Any
 
 from sqlalchemy import event, func, insert, select, text
 from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.orm import Session
 
 from bench import floor, spiff
 from bench import generate as gen
+from workflow import rollup
 from workflow.db import make_engine, make_session_factory
 from workflow.demo import DEMO_COMMUNE
 from workflow.registry import Registry
@@ -448,6 +450,13 @@ def plant_due(engine: Engine, registry: Registry, n: int, now: datetime) -> None
         conn.execute(insert(Subject.__table__), subjects)
         conn.execute(insert(Case.__table__), [_case_cols(c) for c in cases])
         conn.execute(insert(Deadline.__table__), deadlines)
+        # and the report counters of those deadlines, as the engine would have kept them
+        tally = rollup.Tally()
+        places = {c["id"]: (c["unit_code"], c["province_code"]) for c in cases}
+        rows = [(d["case_id"], d["due_on"], d["key"], d["status"], None) for d in deadlines]
+        rollup.tally_deadlines(tally, rows, places)
+        with Session(bind=conn) as session:
+            rollup.add(session, tally)
         if engine.dialect.name == "postgresql":
             for t in ("subjects", "cases", "deadlines"):
                 conn.execute(

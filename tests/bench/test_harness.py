@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select, text
 
+from workflow import rollup
 from workflow.audit import verify
 from workflow.db import make_engine, make_session_factory
 from workflow.model import Case, Document, OutboxMessage
@@ -49,6 +50,8 @@ def _check_generated(url: str, engine_kwargs: dict | None = None) -> None:
             result = verify(s)
             assert result.ok, result.reason
             assert result.checked > 1000
+            # the generator keeps the report counters as the engine would
+            assert rollup.check(s) == (0, [])
     finally:
         engine.dispose()
 
@@ -59,6 +62,10 @@ def test_generate_200_cases_on_sqlite(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert "200 cases" in done.stdout
     _check_generated(url)
+    timed = _run(["bench.report_timing", "--database-url", url, "--top", "3", "--runs", "1"])
+    assert timed.returncode == 0, timed.stderr
+    lines = timed.stdout.splitlines()
+    assert lines[0].startswith("report of the country, ") and len(lines) == 4
 
 
 @pytest.mark.postgres

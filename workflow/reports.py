@@ -135,6 +135,7 @@ from workflow.model import (
     UTCDateTime,
 )
 from workflow.registry import Registry
+from workflow.rollup import state_change
 
 # the reporting groups of the plans, in the order of the report
 REPORT_GROUPS = (
@@ -244,14 +245,6 @@ def _unit_where(unit: str | None) -> list[ColumnElement[bool]]:
 
 
 # ---------------------------------------------------------------------------- SQL pieces
-def state_change(ev: Any = AuditEvent) -> ColumnElement[bool]:
-    """The audit events that move a case: the predicate of the partial index
-    ``ix_audit_state_changes`` (migration 0005), written the same way so the planner uses it."""
-    return and_(
-        ev.to_state.is_not(None), or_(ev.from_state.is_(None), ev.from_state != ev.to_state)
-    )
-
-
 class _Groups:
     """The reporting group of every (definition, state) of the registry."""
 
@@ -788,9 +781,7 @@ class _Scope:
 
     def business_day(self, col: Any) -> Any:
         """SQL: the business date (Vietnam) of a moment."""
-        if self.postgres:
-            return func.date(func.timezone("Asia/Ho_Chi_Minh", col))
-        return func.date(col, "+7 hours")
+        return rollup.business_day(self.session, col)
 
     def dossier_days(self, calendar: WorkingCalendar) -> Counter[int]:
         """Working days from the latest dossier opening to each court decision of the period

@@ -284,7 +284,7 @@ def move_case(session: Session, tally: Tally, case_id: int, old: Place, new: Pla
         AuditEvent.definition,
         AuditEvent.from_state,
         AuditEvent.to_state,
-    ).where(AuditEvent.case_id == case_id, _moves())
+    ).where(AuditEvent.case_id == case_id, state_change())
     for at, action, definition, frm, to in session.execute(events):
         tally.move(at, action, definition, frm, to, old, -1)
         tally.move(at, action, definition, frm, to, new)
@@ -298,8 +298,9 @@ def move_case(session: Session, tally: Tally, case_id: int, old: Place, new: Pla
     tally.emptied.add(old)
 
 
-def _moves() -> Any:
-    ev = AuditEvent
+def state_change(ev: Any = AuditEvent) -> Any:
+    """SQL: the audit events that move a case (``model.STATE_CHANGE``): the predicate of the
+    partial index ``ix_audit_state_changes``, written the same way so the planner uses it."""
     return and_(
         ev.to_state.is_not(None), or_(ev.from_state.is_(None), ev.from_state != ev.to_state)
     )
@@ -333,7 +334,7 @@ def expected_moves(session: Session) -> Select:
     day = business_day(session, ev.at).label("day")
     moves = _per_level(
         lambda level, unit: (
-            select(level, day, unit, *rest).join(Case, Case.id == ev.case_id).where(_moves())
+            select(level, day, unit, *rest).join(Case, Case.id == ev.case_id).where(state_change())
         )
     )
     cols = [moves.c[name] for name in MOVE_KEY]

@@ -12,7 +12,7 @@ from sqlalchemy import func, select, text
 from workflow import rollup, units
 from workflow.errors import RehabflowError
 from workflow.model import AuditEvent, ReportDeadline, ReportMove
-from workflow.reports import state_change
+from workflow.rollup import state_change
 
 from ..conftest import COMMUNE, PROVINCE
 from .helpers import Driver, at

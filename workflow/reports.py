@@ -748,12 +748,11 @@ class _Scope:
         where = [rd.level == level, rd.due_on >= self.start, rd.due_on <= self.end]
         if self.unit is not None:
             where.append(rd.unit == self.unit)
-        n = func.sum(rd.n)
         stmt = (
             select(
                 rd.key,
                 rd.status,
-                n,
+                func.sum(rd.n),
                 func.coalesce(func.sum(rd.n).filter(rd.late), 0),
                 func.coalesce(func.sum(rd.n).filter(rd.due_on < self.today), 0),
             )

@@ -19,9 +19,9 @@ then reads a few hundred thousand counters.
 A hand-over to another commune moves the case's counters from its old commune and province
 to the new ones (:func:`move_case`): the counters follow the case's *current* place, as
 every other figure of the reports does. :func:`check` recounts everything from the audit log,
-the deadlines and the cases and lists the differences (``rehabflow report counters
---check``); :func:`rebuild` rewrites them (the migration that created the tables, the
-benchmark's generator, a repair).
+the deadlines and the cases and lists the differences (``rehabflow counters check``);
+:func:`rebuild` rewrites them (the benchmark's generator after a big load, ``rehabflow
+counters rebuild``). Migration 0006 filled them with the same grouping in plain SQL.
 """
 
 from __future__ import annotations
@@ -192,9 +192,7 @@ PG_COUNTER_CTES = (
     f"counted_deadlines AS ({_recordset(DEADLINES, DEADLINE_KEY)})"
 )
 # PostgreSQL: both families in one statement (one round trip in a command's commit)
-_PG_ADD = text(
-    f"WITH counted_moves AS ({_recordset(MOVES, MOVE_KEY)}) {_recordset(DEADLINES, DEADLINE_KEY)}"
-)
+_PG_ADD = text(f"WITH {PG_COUNTER_CTES} SELECT 1")
 
 
 def take_parameters(session: Session) -> dict[str, str]:

@@ -16,6 +16,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import bindparam, insert, select, text, update
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import Session
 
 from workflow import rollup
@@ -75,7 +76,7 @@ def append(session: Session, event: AuditEvent, *, lock: bool = True) -> AuditEv
     event.at = _normalise(event.at)
     event.prev_hash = head.hash
     event.hash = chain_hash(head.hash, event)
-    head.seq, head.hash = event.seq, event.hash
+    head.seq, head.prev_hash, head.hash = event.seq, event.prev_hash, event.hash
     session.add(event)
     return event
 
@@ -122,65 +123,99 @@ def write(session: Session, event: AuditEvent) -> AuditEvent:
     event.prev_hash = prev
     event.hash = chain_hash(prev, event)
     session.execute(_INSERT_EVENT, {name: getattr(event, name) for name in _COLUMNS})
-    session.execute(_MOVE_HEAD, {"seq": event.seq, "hash": event.hash})
+    session.execute(_MOVE_HEAD, {"seq": event.seq, "prev_hash": prev, "hash": event.hash})
     return event
 
 
-# PostgreSQL: the head row locked against every other writer of the chain (as by SELECT … FOR
-# UPDATE) and the next seq taken, by one statement
-_RESERVE_SEQ = (
-    update(AuditHead.__table__)
-    .where(AuditHead.__table__.c.id == 1)
-    .values(seq=AuditHead.__table__.c.seq + 1)
-    .returning(AuditHead.__table__.c.seq, AuditHead.__table__.c.hash)
-)
-
-
-def reserve(session: Session, event: AuditEvent) -> AuditEvent:
-    """PostgreSQL: lock the chain head and take the next sequence number in one round trip
-    (``UPDATE audit_head SET seq = seq + 1 … RETURNING seq, hash``), then set ``event``'s seq
-    and hashes as :func:`write` does. Nothing of the event is written yet: follow with
-    :func:`write_reserved` in the same transaction (which also moves the head's hash; until
-    commit the row stays locked, so no one sees the new seq with the old hash). Call it at the
-    end of a transaction, as :func:`write`: the head stays locked until commit."""
-    seq, prev = session.execute(_RESERVE_SEQ).one()
-    event.seq = seq
-    event.at = _normalise(event.at)
-    event.prev_hash = prev
-    event.hash = chain_hash(prev, event)
-    return event
+def hash_parts(e: AuditEvent) -> tuple[str, str]:
+    """The canonical body of ``e`` split around its sequence number: ``(before, after)`` with
+    ``canonical(event_body(e)) == before + str(e.seq) + after`` for any seq, so the database
+    can hash an event whose seq it gives itself (:data:`PG_APPEND_CTES`). ``e.at`` must be
+    normalised (:func:`_normalise`)."""
+    body = event_body(e)
+    del body["seq"]
+    # sorted keys: the ones before "seq", then the ones after (both sets are never empty)
+    before = canonical({k: v for k, v in body.items() if k < "seq"})
+    after = canonical({k: v for k, v in body.items() if k > "seq"})
+    return before[:-1] + ',"seq":', "," + after[1:]
 
 
 _EVENTS = AuditEvent.__table__
-_OUTBOX_COLUMNS = ", ".join(c.name for c in OutboxMessage.__table__.columns)
-# PostgreSQL: a reserved event, the head's hash and the command's outbox rows (a JSON array of
-# rows with every column of the table, as ``CaseService._outbox_row`` makes them; one text
-# whatever their number, so one compiled statement) in one statement with data-modifying CTEs
-_WRITE_RESERVED = text(
-    f"""
-WITH new_event AS (
-    INSERT INTO audit_events ({", ".join(c.name for c in _EVENTS.columns)})
-    VALUES ({", ".join(f":{c.name}" for c in _EVENTS.columns)})
-), moved_head AS (
-    UPDATE audit_head SET hash = :hash WHERE id = 1
-), {rollup.PG_COUNTER_CTES}
-INSERT INTO outbox ({_OUTBOX_COLUMNS})
-SELECT {_OUTBOX_COLUMNS} FROM jsonb_populate_recordset(NULL::outbox, CAST(:outbox AS jsonb))
-"""
-).bindparams(*(bindparam(c.name, type_=c.type) for c in _EVENTS.columns))
+_BODY_COLUMNS = tuple(c for c in _EVENTS.columns if c.name not in ("seq", "prev_hash", "hash"))
+_OUTBOX = OutboxMessage.__table__
 
 
-def write_reserved(
+def _cast(column: Any) -> str:
+    return f"CAST(:{column.name} AS {column.type.compile(dialect=postgresql.dialect())})"
+
+
+_OUTBOX_VALUES = ", ".join("head.seq" if c.name == "audit_seq" else c.name for c in _OUTBOX.columns)
+
+
+# PostgreSQL: an event appended by one statement's data-modifying CTEs. ``head`` locks the chain
+# head (as SELECT … FOR UPDATE would: after a wait, the SET is evaluated on the row as the other
+# writer committed it), takes the next seq and computes the event's hash in the database,
+# sha256(prev_hash + before + seq + after) with the parts of :func:`hash_parts` (the same bytes
+# as :func:`chain_hash`); ``prev_hash`` keeps the hash it replaced, which RETURNING cannot read
+# otherwise before PostgreSQL 18. Then the event, the outbox rows (a JSON array of rows with
+# every column of the table, as ``CaseService._outbox_row`` makes them, audit_seq taken from the
+# head) and the report counters (``workflow.rollup``), each only if the head moved.
+# ``{condition}``: SQL that must hold for
+# anything to be written (the caller's CTEs, e.g. that its case row matched its version).
+PG_APPEND_CTES = f"""head AS (
+    UPDATE audit_head SET seq = seq + 1, prev_hash = hash,
+        hash = encode(sha256(convert_to(
+            hash || :hash_before || CAST(seq + 1 AS text) || :hash_after, 'UTF8')), 'hex')
+    WHERE id = 1 AND {{condition}}
+    RETURNING seq, prev_hash, hash
+), new_event AS (
+    INSERT INTO audit_events (seq, prev_hash, hash, {", ".join(c.name for c in _BODY_COLUMNS)})
+    SELECT head.seq, head.prev_hash, head.hash, {", ".join(_cast(c) for c in _BODY_COLUMNS)}
+    FROM head
+), new_outbox AS (
+    INSERT INTO outbox ({", ".join(c.name for c in _OUTBOX.columns)})
+    SELECT {_OUTBOX_VALUES}
+    FROM jsonb_populate_recordset(NULL::outbox, CAST(:outbox AS jsonb)) AS r, head
+), {rollup.pg_counter_ctes("EXISTS (SELECT FROM head)").replace("{", "{{").replace("}", "}}")}"""
+# the typed parameters of the event's columns (JSON and timestamps bound as the model does)
+PG_APPEND_PARAMETERS = tuple(bindparam(c.name, type_=c.type) for c in _BODY_COLUMNS)
+_APPEND = text(
+    f"WITH {PG_APPEND_CTES.format(condition='true')} SELECT seq, prev_hash, hash FROM head"
+).bindparams(*PG_APPEND_PARAMETERS)
+
+
+def append_parameters(
     session: Session, event: AuditEvent, outbox: list[dict[str, Any]] | None = None
-) -> None:
-    """PostgreSQL: after :func:`reserve`, insert ``event``, move the head's hash to it, insert
-    the ``outbox`` rows (they carry the event's seq) and add the transaction's pending report
-    counters (``workflow.rollup``) in one round trip: the statements a command sends while it
-    holds the head, which every writer waits for, are two."""
-    params = {name: getattr(event, name) for name in _COLUMNS}
+) -> dict[str, Any]:
+    """The parameters of :data:`PG_APPEND_CTES` for ``event`` (its ``at`` normalised), its
+    ``outbox`` rows and the transaction's pending report counters (which are then no longer
+    pending: the statement writes them)."""
+    event.at = _normalise(event.at)
+    params = {c.name: getattr(event, c.name) for c in _BODY_COLUMNS}
+    params["hash_before"], params["hash_after"] = hash_parts(event)
     params["outbox"] = json.dumps(outbox or [], default=_iso, ensure_ascii=False)
     params.update(rollup.take_parameters(session))
-    session.execute(_WRITE_RESERVED, params)
+    return params
+
+
+def appended(event: AuditEvent, seq: int, prev_hash: str, hash_: str) -> AuditEvent:
+    """Give ``event`` the seq and hashes the database gave it (:data:`PG_APPEND_CTES`), after
+    checking that the database's hash is the one :func:`chain_hash` computes: a server that
+    hashed other bytes would write a chain that no longer verifies, so the command fails."""
+    event.seq, event.prev_hash, event.hash = seq, prev_hash, hash_
+    if chain_hash(prev_hash, event) != hash_:
+        raise RuntimeError(f"the database hashed audit event {seq} differently from rehabflow")
+    return event
+
+
+def write_one(
+    session: Session, event: AuditEvent, outbox: list[dict[str, Any]] | None = None
+) -> AuditEvent:
+    """PostgreSQL: append ``event`` with its ``outbox`` rows and the transaction's pending
+    report counters in one statement (:data:`PG_APPEND_CTES`). The head stays locked until
+    commit, so call it last in a transaction, as :func:`write`."""
+    row = session.execute(_APPEND, append_parameters(session, event, outbox)).one()
+    return appended(event, *row)
 
 
 def _normalise(at: datetime) -> datetime:

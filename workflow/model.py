@@ -282,13 +282,16 @@ class AuditEvent(Base):
 
 
 class AuditHead(Base):
-    """One row: the last sequence number and hash of the chain (locked while appending)."""
+    """One row: the last sequence number and hash of the chain (locked while appending), and
+    the hash before it (the last event's ``prev_hash``: what PostgreSQL's one-statement append
+    returns of the hash it replaced, ``workflow.audit.PG_APPEND_CTES``)."""
 
     __tablename__ = "audit_head"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     seq: Mapped[int] = mapped_column(BigId)
     hash: Mapped[str] = mapped_column(String(64))
+    prev_hash: Mapped[str | None] = mapped_column(String(64))
 
 
 class OutboxMessage(Base):

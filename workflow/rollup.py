@@ -172,27 +172,32 @@ def _upsert(session: Session, table: Table, names: tuple[str, ...]) -> Any:
     return _upsert_for(session.get_bind().dialect.name, table, names)
 
 
-def _recordset(table: Table, names: tuple[str, ...]) -> str:
-    """PostgreSQL: an upsert of the rows of a jsonb parameter into ``table``."""
+def _recordset(table: Table, names: tuple[str, ...], condition: str) -> str:
+    """PostgreSQL: an upsert of the rows of a jsonb parameter into ``table`` if
+    ``condition`` (SQL) holds."""
     cols = [*names, "n"]
     types = ", ".join(f"{c} {table.c[c].type.compile(dialect=postgresql.dialect())}" for c in cols)
     return (
         f"INSERT INTO {table.name} ({', '.join(cols)}) "
         f"SELECT {', '.join(cols)} FROM jsonb_to_recordset(CAST(:{table.name} AS jsonb)) "
-        f"AS r({types}) ON CONFLICT ({', '.join(names)}) "
+        f"AS r({types}) WHERE {condition} ON CONFLICT ({', '.join(names)}) "
         f"DO UPDATE SET n = {table.name}.n + excluded.n"
     )
 
 
-# PostgreSQL: the two upserts as data-modifying CTEs, for a statement that writes other rows
-# too (``audit.write_reserved``: a command's counters with its event, no round trip of their
-# own); their parameters come from :func:`take_parameters`
-PG_COUNTER_CTES = (
-    f"counted_moves AS ({_recordset(MOVES, MOVE_KEY)}), "
-    f"counted_deadlines AS ({_recordset(DEADLINES, DEADLINE_KEY)})"
-)
+def pg_counter_ctes(condition: str) -> str:
+    """PostgreSQL: the two upserts as data-modifying CTEs, written only if ``condition`` (SQL)
+    holds, for a statement that writes other rows too (``audit.PG_APPEND_CTES``: a command's
+    counters with its event, no round trip of their own); their parameters come from
+    :func:`take_parameters`."""
+    return (
+        f"counted_moves AS ({_recordset(MOVES, MOVE_KEY, condition)}), "
+        f"counted_deadlines AS ({_recordset(DEADLINES, DEADLINE_KEY, condition)})"
+    )
+
+
 # PostgreSQL: both families in one statement (one round trip in a command's commit)
-_PG_ADD = text(f"WITH {PG_COUNTER_CTES} SELECT 1")
+_PG_ADD = text(f"WITH {pg_counter_ctes('true')} SELECT 1")
 
 
 def take_parameters(session: Session) -> dict[str, str]:

@@ -103,13 +103,16 @@ _CASE_WRITES = (
     ("updated_at", "updated_at"),
 )
 
-# PostgreSQL: a command's case row and deadline rows in one statement with data-modifying
-# CTEs, the case's version-checked UPDATE first in the text (the deadline rows are written
-# only if it matched; the count it returns is the version check). The started deadlines are
-# one JSON array of rows with every column but the id, as ``_deadline_row`` makes them (one
-# text whatever their number, so one compiled statement), inserted in the array's order.
+# PostgreSQL: everything a command writes in one statement with data-modifying CTEs: its case
+# row (the version-checked UPDATE; the count it returns is the version check), its deadline
+# rows, then its audit event, outbox rows and report counters (``audit.PG_APPEND_CTES``), all
+# written only if the case row matched. The started deadlines are one JSON array of rows with
+# every column but the id, as ``_deadline_row`` makes them (one text whatever their number, so
+# one compiled statement), inserted in the array's order. The case row is already locked
+# (``SELECT … FOR UPDATE``) and the chain head is taken last, so the head, which every writer
+# waits for, is held for this statement's end and the commit.
 _STARTED_COLUMNS = ", ".join(c.name for c in _DEADLINES.c if c.name != "id")
-_WRITE_CASE_AND_DEADLINES = text(
+_WRITE_COMMAND = text(
     f"""
 WITH updated_case AS (
     UPDATE cases SET {", ".join(f"{column} = :{column}" for _, column in _CASE_WRITES)},
@@ -128,12 +131,14 @@ WITH updated_case AS (
     FROM jsonb_populate_recordset(NULL::deadlines, CAST(:started AS jsonb)) WITH ORDINALITY AS r
     WHERE EXISTS (SELECT FROM updated_case)
     ORDER BY r.ordinality
-)
-SELECT count(*) FROM updated_case
+), {audit.PG_APPEND_CTES.format(condition="EXISTS (SELECT FROM updated_case)")}
+SELECT (SELECT count(*) FROM updated_case), head.seq, head.prev_hash, head.hash
+FROM (VALUES (1)) AS one (x) LEFT JOIN head ON true
 """
 ).bindparams(
     *(bindparam(column, type_=_CASES.c[column].type) for _, column in _CASE_WRITES),
     bindparam("now", type_=_DEADLINES.c.closed_at.type),
+    *audit.PG_APPEND_PARAMETERS,
 )
 # PostgreSQL: what a command reads of a case once its row is locked, in one statement: the
 # active documents as [id, type, sha256] and the open deadlines as [id, key, due_on]
@@ -461,12 +466,14 @@ class CaseService:
 
     @staticmethod
     def _flush(uow: UnitOfWork, case_id: int) -> None:
-        """Flush (the case's version-checked UPDATE); a lost race is a StaleCase.
+        """Flush what the session holds (a version-checked ORM write is a StaleCase if it
+        lost a race).
 
-        Commands flush their case and deadline rows before :meth:`_audit` locks the audit
-        head, so the lock every writer waits for is held only for the event, the outbox and
-        the commit. Lock order stays case row, then deadline rows, then head; the sweep takes
-        the head before its deadline rows (SKIP LOCKED) and never waits for a case row."""
+        Commands write their case and deadline rows before :meth:`_audit` locks the audit
+        head (on PostgreSQL in the same statement, :data:`_WRITE_COMMAND`), so the lock every
+        writer waits for is held only for the event, the outbox and the commit. Lock order
+        stays case row, then deadline rows, then head; the sweep takes the head before its
+        deadline rows (SKIP LOCKED) and never waits for a case row."""
         try:
             uow.session.flush()
         except StaleDataError:
@@ -475,35 +482,65 @@ class CaseService:
             ) from None
 
     @staticmethod
-    def _write_case(uow: UnitOfWork, case: Case, deadlines: DeadlineWrites) -> None:
-        """Write a loaded case as one Core ``UPDATE … WHERE id = … AND version = …`` (the
-        version bumped even when no value changed), and the command's deadline rows; no
-        matching case row is a lost race (StaleCase). The case then leaves the session, so no
-        later flush writes it again; the object keeps the written values and the new version
-        for the result.
-
-        PostgreSQL: case and deadlines in one statement (:data:`_WRITE_CASE_AND_DEADLINES`)
-        instead of up to four (one per closing status, one for the started rows, the case's).
-        SQLite: the deadline statements of :meth:`_write_deadlines`, then the case's."""
-        CaseService._count_deadlines(uow, case, deadlines)
+    def _case_parameters(case: Case, deadlines: DeadlineWrites) -> dict[str, Any]:
+        """The parameters of a command's case write (the version bumped even when no value
+        changed) and, for PostgreSQL's :data:`_WRITE_COMMAND`, of its deadline writes."""
         params = {column: getattr(case, attr) for attr, column in _CASE_WRITES}
         params.update(case_id=case.id, old_version=case.version, version=case.version + 1)
+        params.update(
+            met=deadlines.met,
+            cancelled=deadlines.cancelled,
+            now=deadlines.now,
+            by=deadlines.by,
+            started=json.dumps(deadlines.started, default=_iso_json, ensure_ascii=False),
+        )
+        return params
+
+    def _write(
+        self,
+        uow: UnitOfWork,
+        case: Case,
+        deadlines: DeadlineWrites,
+        actor: Actor,
+        now: datetime,
+        action: str,
+        *,
+        notify: Action | None = None,
+        previous: tuple[str, str] | None = None,
+        **kwargs: Any,
+    ) -> AuditEvent:
+        """A command's writes once its checks passed: its loaded case as one version-checked
+        ``UPDATE … WHERE id = … AND version = …`` (no matching row is a lost race:
+        StaleCase, and nothing is written), its deadline rows, its audit event with the outbox
+        rows of ``notify`` (:meth:`_audit`) and its report counters; returns the event.
+
+        PostgreSQL: one statement (:data:`_WRITE_COMMAND`; before it, a flush of what else the
+        session holds, e.g. a hand-over's subject row). SQLite: the deadline statements of
+        :meth:`_write_deadlines`, the case's, then :meth:`_audit`."""
+        self._count_deadlines(uow, case, deadlines)
+        params = self._case_parameters(case, deadlines)
+        # the case leaves the session, so no flush writes it (the object keeps the written
+        # values, and the new version once written, for the result)
+        uow.session.expunge(case)
         if uow.dialect == "postgresql":
-            params.update(
-                met=deadlines.met,
-                cancelled=deadlines.cancelled,
-                now=deadlines.now,
-                by=deadlines.by,
-                started=json.dumps(deadlines.started, default=_iso_json, ensure_ascii=False),
-            )
-            updated = uow.session.execute(_WRITE_CASE_AND_DEADLINES, params).scalar_one()
+            event = self._event(actor, now, action, case, **kwargs)
+            self._count(uow.session, event, case)
+            rows = self._outbox_rows(notify, case, event, now, previous) if notify else []
+            params.update(audit.append_parameters(uow.session, event, rows))
+            self._flush(uow, case.id)
+            updated, *appended = uow.session.execute(_WRITE_COMMAND, params).one()
         else:
-            CaseService._write_deadlines(uow, deadlines)
-            updated = uow.session.execute(_UPDATE_CASE, params).rowcount
+            self._write_deadlines(uow, deadlines)
+            updated, appended = uow.session.execute(_UPDATE_CASE, params).rowcount, None
         if updated != 1:
             raise StaleCase("the case was changed by someone else; reload it", case_id=case.id)
-        uow.session.expunge(case)
         case.version += 1
+        if appended is not None:
+            return audit.appended(event, *appended)
+        self._flush(uow, case.id)
+        return self._audit(
+            uow, actor, now, action, case, notify=notify, previous=previous, **kwargs
+        )
 
     def _commit(
         self,
@@ -573,17 +610,16 @@ class CaseService:
         (:meth:`_outbox_rows`; ``previous``: the sending place of a hand-over). It locks the
         chain head until commit, so a command calls it after writing its case and deadlines.
 
-        PostgreSQL: two statements (:func:`audit.reserve`, :func:`audit.write_reserved`).
-        SQLite: :func:`audit.write` (head, event, head), then the outbox rows."""
+        PostgreSQL: one statement (:func:`audit.write_one`: head, event, outbox rows and the
+        pending report counters). SQLite: :func:`audit.write` (head, event, head), then the
+        outbox rows."""
         event = self._event(actor, now, action, case, **kwargs)
         self._count(uow.session, event, case)
         rows = []
         if uow.dialect == "postgresql":
-            audit.reserve(uow.session, event)
             if notify is not None and case is not None:
                 rows = self._outbox_rows(notify, case, event, now, previous)
-            audit.write_reserved(uow.session, event, rows)
-            return event
+            return audit.write_one(uow.session, event, rows)
         audit.write(uow.session, event)
         if notify is not None and case is not None:
             rows = self._outbox_rows(notify, case, event, now, previous)
@@ -705,7 +741,7 @@ class CaseService:
         open_deadlines: list[tuple[int, str, date]],
     ) -> DeadlineWrites:
         """The deadline rows to meet, cancel and start as the action and the new state require,
-        given the (id, key, due date) of the case's open ones; written by :meth:`_write_case` (or
+        given the (id, key, due date) of the case's open ones; written by :meth:`_write` (or
         :meth:`_write_deadlines`)."""
         today = business_date(now)
         fields = case.fields or {}
@@ -1022,14 +1058,13 @@ class CaseService:
             plan = self._plan_deadlines(d, t, case, form, now, terminal, open_deadlines)
             extra = self._transfer_extra(case, moving_to)
             previous = self._hand_over(uow, case, moving_to)
-            self._write_case(uow, case, plan)  # every command bumps the version
-            self._flush(uow, case.id)  # before the audit head is locked (see _flush)
-            event = self._audit(
+            event = self._write(  # every command bumps the version
                 uow,
+                case,
+                plan,
                 actor,
                 now,
                 f"transition:{t.key}",
-                case,
                 notify=t,
                 previous=previous,
                 from_state=from_state,
@@ -1212,14 +1247,13 @@ class CaseService:
             clean = {k: _json_value(v) for k, v in form.items()}
             extra = self._transfer_extra(case, moving_to)
             previous = self._hand_over(uow, case, moving_to)
-            self._write_case(uow, case, plan)  # every command bumps the version
-            self._flush(uow, case.id)  # before the audit head is locked (see _flush)
-            event = self._audit(
+            event = self._write(  # every command bumps the version
                 uow,
+                case,
+                plan,
                 actor,
                 now,
                 f"activity:{act.key}",
-                case,
                 notify=act,
                 previous=previous,
                 from_state=case.state,

@@ -18,7 +18,7 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -415,3 +415,39 @@ class TestPostgresTrigger:
         """The trigger is only on UPDATE and DELETE: appending keeps working (rolled back)."""
         conn.execute(insert(EVENTS).values(**{**row(conn, n), "seq": n + 1}))
         assert conn.scalar(select(func.max(EVENTS.c.seq))) == n + 1
+
+
+class TestDatabaseHashing:
+    """PostgreSQL's one-statement append (``audit.write_one``) hashes in the database: its
+    hashes must be the ones ``audit.chain_hash`` computes, whatever the text, so the chain
+    verifies; a mismatch would fail the command (``audit.appended``), not write the event."""
+
+    AWKWARD = [
+        {"lý_do": "Nghiện ma tuý — cai nghiện tự nguyện 'tại gia đình'"},
+        {"quote": 'a "b" \\ c', "tab": "x\ty\nz", "control": "\u0001\u001f", "emoji": "🙂"},
+        {"seq": 5, "nested": {"seq": "999", "to_state": ["a", {"role": None}]}},
+        {},
+    ]
+
+    def test_the_database_hashes_as_rehabflow_does(self, engine: Engine, service) -> None:  # noqa: ANN001
+        if engine.dialect.name != "postgresql":
+            pytest.skip("SQLite appends with the hash computed in Python")
+        from workflow.actors import SYSTEM
+
+        with service.uow() as uow:
+            for extra in self.AWKWARD:
+                event = service._event(SYSTEM, datetime.now(UTC), "admin.test", None, extra=extra)
+                written = audit.write_one(uow.session, event)
+                assert written.hash == audit.chain_hash(written.prev_hash, written)
+            uow.commit()
+        result = service.verify_audit()
+        assert result.ok and result.checked == len(self.AWKWARD)
+
+    def test_a_different_hash_fails_the_append(self, engine: Engine, service) -> None:  # noqa: ANN001
+        if engine.dialect.name != "postgresql":
+            pytest.skip("SQLite appends with the hash computed in Python")
+        from workflow.actors import SYSTEM
+
+        event = service._event(SYSTEM, datetime.now(UTC), "admin.test", None, extra={"a": 1})
+        with pytest.raises(RuntimeError, match="hashed audit event 1 differently"):
+            audit.appended(event, 1, audit.GENESIS, "f" * 64)

@@ -1,10 +1,11 @@
 """A command's round trips on PostgreSQL (issue #8), and that fewer of them write the same rows.
 
-On PostgreSQL ``advance`` reads its documents and open deadlines in one statement, writes its
-case and deadline rows in one, locks the audit head and takes the next seq in one, and writes
-the event, the head's hash and the outbox rows in one. SQLite keeps one statement per table
-(the generic path), so the same walk on both databases must leave the same rows: the same
-audit chain (hashes included), outbox rows, deadline rows, cases, custody and activity rows.
+On PostgreSQL ``advance`` locks its case row in one statement, reads its documents and open
+deadlines in one, and writes everything else in one: the case and deadline rows, then the
+audit event (its seq and hash given by the database under the chain head's lock), the outbox
+rows and the report counters. SQLite keeps one statement per table (the generic path), so the
+same walk on both databases must leave the same rows: the same audit chain (hashes
+included), outbox rows, deadline rows, cases, custody and activity rows.
 """
 
 from __future__ import annotations
@@ -126,7 +127,7 @@ def walk(drive: Driver) -> None:
 
 
 @pytest.mark.postgres
-def test_one_advance_is_five_statements_on_postgresql(
+def test_one_advance_is_three_statements_on_postgresql(
     engine: Engine, service: CaseService, drive: Driver
 ) -> None:
     if engine.dialect.name != "postgresql":
@@ -136,14 +137,21 @@ def test_one_advance_is_five_statements_on_postgresql(
     form = drive.form(cid, "request_determination", DAY)
     officer = drive.actor_for(drive.definition(cid).transitions["request_determination"])
     with statements(engine) as sent:
-        service.advance(cid, "request_determination", form, officer, at(DAY))
-    assert [s.split()[0] for s in sent] == ["SELECT", "SELECT", "WITH", "UPDATE", "WITH"], sent
+        result = service.advance(cid, "request_determination", form, officer, at(DAY))
+    assert [s.split()[0] for s in sent] == ["SELECT", "SELECT", "WITH"], sent
     assert "FOR UPDATE" in sent[0]  # the case row, locked
     assert "json_agg" in sent[1]  # documents and open deadlines, after the lock
     assert sent[2].startswith("WITH updated_case AS ( UPDATE cases")  # + deadline rows
-    assert sent[3].startswith("UPDATE audit_head SET seq=") and "RETURNING" in sent[3]
-    assert sent[4].startswith("WITH new_event AS ( INSERT INTO audit_events")  # + head + outbox
-    assert len(sent) == 5
+    for cte in ("head AS ( UPDATE audit_head", "INSERT INTO audit_events", "INSERT INTO outbox"):
+        assert cte in sent[2]
+    assert "INSERT INTO report_moves" in sent[2] and "INSERT INTO report_deadlines" in sent[2]
+    with service.uow(read_only=True) as uow:
+        head = uow.session.execute(select(AuditHead)).scalar_one()
+        event = uow.session.get(AuditEvent, result.audit_seq)
+        outbox = uow.session.execute(select(OutboxMessage.audit_seq)).scalars().all()
+    # the event the database hashed is the head, and its outbox rows point at it
+    assert (head.seq, head.hash, head.prev_hash) == (event.seq, event.hash, event.prev_hash)
+    assert result.audit_seq in outbox
     with service.uow(read_only=True) as uow:
         rows = uow.session.execute(select(Deadline.key, Deadline.status)).all()
         n_outbox = len(uow.session.execute(select(OutboxMessage.id)).all())
@@ -191,8 +199,9 @@ def test_a_case_changed_meanwhile_is_stale_and_nothing_is_written(
     engine: Engine, service: CaseService, drive: Driver, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The version check of the case's write: the case as read before another command bumped
-    its version is a StaleCase, raised before the audit head is taken, and nothing of the
-    command (case, deadlines, event, outbox) is written."""
+    its version is a StaleCase, and nothing of the command (case, deadlines, event, head,
+    outbox) is written. SQLite raises it before the audit head is taken; PostgreSQL's one
+    statement moves the head only if the case row matched."""
     cid = drive.open(DAY).case_id
     drive.fire(cid, "request_determination", DAY)  # the determination deadline runs
     drive.attach(cid, ["addiction_result"], DAY)
@@ -210,18 +219,19 @@ def test_a_case_changed_meanwhile_is_stale_and_nothing_is_written(
     with statements(engine) as sent, pytest.raises(StaleCase):
         service.advance(cid, "record_addiction_result", form, actor, at(DAY))
     assert any("UPDATE cases" in s for s in sent)
-    assert not any("audit_head" in s for s in sent), sent
+    if engine.dialect.name == "sqlite":
+        assert not any("audit_head" in s for s in sent), sent
     monkeypatch.setattr(UnitOfWork, "get_case", real_get_case)
     assert written(engine) == before
     assert service.verify_audit().ok
 
 
 @pytest.mark.postgres
-def test_postgresql_writes_no_deadline_row_unless_the_case_row_matched(
+def test_postgresql_writes_nothing_unless_the_case_row_matched(
     engine: Engine, service: CaseService, drive: Driver
 ) -> None:
-    """The deadline rows ride in the case's statement only if its version check matched
-    (not merely rolled back afterwards)."""
+    """The deadline rows, the event, the head and the outbox rows ride in the case's
+    statement only if its version check matched (not merely rolled back afterwards)."""
     if engine.dialect.name != "postgresql":
         pytest.skip("SQLite writes the deadline rows by separate statements")
     cid = drive.open(DAY).case_id
@@ -242,10 +252,19 @@ def test_postgresql_writes_no_deadline_row_unless_the_case_row_matched(
         ids = [i for i, _, _ in open_deadlines]
         closing = [(due_on, key, "met") for _, key, due_on in open_deadlines]
         plan = DeadlineWrites(ids, [], [started], at(DAY), "x", closing)
+        head = uow.session.execute(select(AuditHead.seq, AuditHead.hash)).one()
+        n_events = len(uow.session.execute(select(AuditEvent.seq)).all())
+        n_outbox = len(uow.session.execute(select(OutboxMessage.id)).all())
         case.version -= 1
+        actor = drive.actors.get("commune_police", "officer")
+        notify = drive.definition(cid).transitions["record_addiction_result"]
+        assert notify.notify  # it has outbox rows to write
         with pytest.raises(StaleCase):
-            service._write_case(uow, case, plan)
+            service._write(uow, case, plan, actor, at(DAY), "transition:x", notify=notify)
         rows = uow.session.execute(
             select(Deadline.id, Deadline.status).where(Deadline.case_id == cid)
         ).all()
-    assert rows == [(ids[0], "open")]
+        assert rows == [(ids[0], "open")]
+        assert uow.session.execute(select(AuditHead.seq, AuditHead.hash)).one() == head
+        assert len(uow.session.execute(select(AuditEvent.seq)).all()) == n_events
+        assert len(uow.session.execute(select(OutboxMessage.id)).all()) == n_outbox

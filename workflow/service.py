@@ -66,6 +66,15 @@ NATIONAL_ID_RE = re.compile(r"^\d{9}(\d{3})?$")
 _ACTIVE_DOCUMENTS = select(Document).where(
     Document.case_id == bindparam("case_id"), Document.revoked_at.is_(None)
 )
+# a case's details (``get_case``): its open deadlines by due date, all its documents
+_OPEN_DEADLINE_ROWS = (
+    select(Deadline)
+    .where(Deadline.case_id == bindparam("case_id"), Deadline.status == "open")
+    .order_by(Deadline.due_on)
+)
+_ALL_DOCUMENTS = (
+    select(Document).where(Document.case_id == bindparam("case_id")).order_by(Document.id)
+)
 # deadline rows of a command are Core statements too: (id, key) of the open ones, one UPDATE
 # per closing status by ids, one (executemany) INSERT of the started ones
 _DEADLINES = Deadline.__table__
@@ -1460,22 +1469,9 @@ class CaseService:
     def _details(self, uow: UnitOfWork, case: Case, actor: Actor, now: datetime) -> dict[str, Any]:
         d = self.definition_of(case)
         today = business_date(now)
-        open_deadlines = (
-            uow.session.execute(
-                select(Deadline)
-                .where(Deadline.case_id == case.id, Deadline.status == "open")
-                .order_by(Deadline.due_on)
-            )
-            .scalars()
-            .all()
-        )
-        docs = (
-            uow.session.execute(
-                select(Document).where(Document.case_id == case.id).order_by(Document.id)
-            )
-            .scalars()
-            .all()
-        )
+        params = {"case_id": case.id}
+        open_deadlines = uow.session.execute(_OPEN_DEADLINE_ROWS, params).scalars().all()
+        docs = uow.session.execute(_ALL_DOCUMENTS, params).scalars().all()
         s = case.subject if self.shows_person(case, actor) else None
         return {
             "id": case.id,

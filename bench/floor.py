@@ -124,7 +124,10 @@ def pg_step(conninfo: str, actor: dict[str, Any], clock: Callable[[], datetime])
             body = _body(seq + 1, case_id, now.astimezone(UTC), actor)
             digest = hashlib.sha256((prev + canonical(body)).encode()).hexdigest()
             cur.execute(audit_sql, _audit_params(body, now, prev, digest))
-            cur.execute("UPDATE audit_head SET seq = %s, hash = %s WHERE id = 1", (seq + 1, digest))
+            cur.execute(
+                "UPDATE audit_head SET seq = %s, prev_hash = %s, hash = %s WHERE id = 1",
+                (seq + 1, prev, digest),
+            )
             cur.execute(outbox_sql, (*_outbox(case_id, row[0], seq + 1, now), now, now))
 
     step.close = conn.close  # type: ignore[attr-defined]
@@ -161,7 +164,10 @@ def sqlite_step(path: str, actor: dict[str, Any], clock: Callable[[], datetime])
             body = _body(seq + 1, case_id, now.astimezone(UTC), actor)
             digest = hashlib.sha256((prev + canonical(body)).encode()).hexdigest()
             cur.execute(audit_sql, _audit_params(body, ts, prev, digest))
-            cur.execute("UPDATE audit_head SET seq = ?, hash = ? WHERE id = 1", (seq + 1, digest))
+            cur.execute(
+                "UPDATE audit_head SET seq = ?, prev_hash = ?, hash = ? WHERE id = 1",
+                (seq + 1, prev, digest),
+            )
             cur.execute(outbox_sql, (*_outbox(case_id, number, seq + 1, now), ts, ts))
             cur.execute("COMMIT")
         except BaseException:

@@ -835,7 +835,11 @@ class PgSink:
                     copy.write_row(row)
 
     def finish(self, head: tuple[int, str], progress: bool) -> None:
-        self.cur.execute("UPDATE audit_head SET seq = %s, hash = %s WHERE id = 1", head)
+        self.cur.execute(
+            "UPDATE audit_head SET seq = %s, hash = %s, "
+            "prev_hash = (SELECT prev_hash FROM audit_events WHERE seq = %s) WHERE id = 1",
+            (*head, head[0]),
+        )
         for m in SERIAL:
             t = m.__tablename__
             self.cur.execute(
@@ -893,7 +897,15 @@ class SqliteSink:
 
     def finish(self, head: tuple[int, str], progress: bool) -> None:
         self.conn.execute(
-            AuditHead.__table__.update().where(AuditHead.id == 1).values(seq=head[0], hash=head[1])
+            AuditHead.__table__.update()
+            .where(AuditHead.id == 1)
+            .values(
+                seq=head[0],
+                hash=head[1],
+                prev_hash=select(AuditEvent.prev_hash)
+                .where(AuditEvent.seq == head[0])
+                .scalar_subquery(),
+            )
         )
         self.tx.commit()
 

@@ -201,7 +201,7 @@ _PG_ADD = text(f"WITH {pg_counter_ctes('true')} SELECT 1")
 
 
 def take_parameters(session: Session) -> dict[str, str]:
-    """PostgreSQL: the parameters of :data:`PG_COUNTER_CTES` for the transaction's pending
+    """PostgreSQL: the parameters of :func:`pg_counter_ctes` for the transaction's pending
     deltas, which are then no longer pending (the statement writes them). A hand-over's
     deltas stay pending: :func:`write_pending` also drops the counters it emptied."""
     tally = session.info.get(_PENDING)

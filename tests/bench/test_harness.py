@@ -14,7 +14,7 @@ from sqlalchemy import func, select, text
 from workflow import rollup
 from workflow.audit import verify
 from workflow.db import make_engine, make_session_factory
-from workflow.model import Case, Document, OutboxMessage
+from workflow.model import AuditEvent, AuditHead, Case, Document, OutboxMessage
 
 from ..conftest import PG_AVAILABLE, PG_URL, ROOT
 
@@ -52,6 +52,9 @@ def _check_generated(url: str, engine_kwargs: dict | None = None) -> None:
             assert result.checked > 1000
             # the generator keeps the report counters as the engine would
             assert rollup.check(s) == (0, [])
+            # and the head's prev_hash (the last event's), which the engine keeps too
+            head = s.execute(select(AuditHead)).scalar_one()
+            assert head.prev_hash == s.get(AuditEvent, head.seq).prev_hash
     finally:
         engine.dispose()
 

@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 
 from workflow import rollup
 from workflow.actors import Actor
+from workflow.errors import AuditChainBroken
 from workflow.model import AuditEvent, AuditHead, OutboxMessage
 
 GENESIS = "0" * 64
@@ -160,8 +161,8 @@ _OUTBOX_VALUES = ", ".join("head.seq" if c.name == "audit_seq" else c.name for c
 # otherwise before PostgreSQL 18. Then the event, the outbox rows (a JSON array of rows with
 # every column of the table, as ``CaseService._outbox_row`` makes them, audit_seq taken from the
 # head) and the report counters (``workflow.rollup``), each only if the head moved.
-# ``{condition}``: SQL that must hold for
-# anything to be written (the caller's CTEs, e.g. that its case row matched its version).
+# ``{condition}``: SQL that must hold for anything to be written (the caller's CTEs, e.g. that
+# its case row matched its version).
 PG_APPEND_CTES = f"""head AS (
     UPDATE audit_head SET seq = seq + 1, prev_hash = hash,
         hash = encode(sha256(convert_to(
@@ -201,10 +202,13 @@ def append_parameters(
 def appended(event: AuditEvent, seq: int, prev_hash: str, hash_: str) -> AuditEvent:
     """Give ``event`` the seq and hashes the database gave it (:data:`PG_APPEND_CTES`), after
     checking that the database's hash is the one :func:`chain_hash` computes: a server that
-    hashed other bytes would write a chain that no longer verifies, so the command fails."""
+    hashed other bytes would write a chain that no longer verifies, so the command fails
+    (AuditChainBroken, and its transaction is rolled back)."""
     event.seq, event.prev_hash, event.hash = seq, prev_hash, hash_
     if chain_hash(prev_hash, event) != hash_:
-        raise RuntimeError(f"the database hashed audit event {seq} differently from rehabflow")
+        raise AuditChainBroken(
+            f"the database hashed audit event {seq} differently from rehabflow", seq=seq
+        )
     return event
 
 

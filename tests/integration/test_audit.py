@@ -29,6 +29,7 @@ from sqlalchemy.orm import Session
 
 from workflow import audit, schema
 from workflow.db import make_engine, make_session_factory
+from workflow.errors import AuditChainBroken
 from workflow.model import AuditEvent, AuditHead
 from workflow.service import CaseService
 from workflow.storage import MemoryBlobStore
@@ -449,5 +450,5 @@ class TestDatabaseHashing:
         from workflow.actors import SYSTEM
 
         event = service._event(SYSTEM, datetime.now(UTC), "admin.test", None, extra={"a": 1})
-        with pytest.raises(RuntimeError, match="hashed audit event 1 differently"):
+        with pytest.raises(AuditChainBroken, match="hashed audit event 1 differently"):
             audit.appended(event, 1, audit.GENESIS, "f" * 64)

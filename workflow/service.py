@@ -531,25 +531,29 @@ class CaseService:
         # the case leaves the session, so no flush writes it (the object keeps the written
         # values, and the new version once written, for the result)
         uow.session.expunge(case)
-        if uow.dialect == "postgresql":
-            event = self._event(actor, now, action, case, **kwargs)
-            self._count(uow.session, event, case)
-            rows = self._outbox_rows(notify, case, event, now, previous) if notify else []
-            params.update(audit.append_parameters(uow.session, event, rows))
-            self._flush(uow, case.id)
-            updated, *appended = uow.session.execute(_WRITE_COMMAND, params).one()
-        else:
+        if uow.dialect != "postgresql":
             self._write_deadlines(uow, deadlines)
-            updated, appended = uow.session.execute(_UPDATE_CASE, params).rowcount, None
+            self._version_checked(uow.session.execute(_UPDATE_CASE, params).rowcount, case)
+            self._flush(uow, case.id)
+            return self._audit(
+                uow, actor, now, action, case, notify=notify, previous=previous, **kwargs
+            )
+        event = self._event(actor, now, action, case, **kwargs)
+        self._count(uow.session, event, case)
+        rows = self._outbox_rows(notify, case, event, now, previous) if notify else []
+        params.update(audit.append_parameters(uow.session, event, rows))
+        self._flush(uow, case.id)
+        updated, *appended = uow.session.execute(_WRITE_COMMAND, params).one()
+        self._version_checked(updated, case)
+        return audit.appended(event, *appended)
+
+    @staticmethod
+    def _version_checked(updated: int, case: Case) -> None:
+        """The version check of a command's case write: no row matched the version read is a
+        lost race (StaleCase); otherwise the case object takes its new version."""
         if updated != 1:
             raise StaleCase("the case was changed by someone else; reload it", case_id=case.id)
         case.version += 1
-        if appended is not None:
-            return audit.appended(event, *appended)
-        self._flush(uow, case.id)
-        return self._audit(
-            uow, actor, now, action, case, notify=notify, previous=previous, **kwargs
-        )
 
     def _commit(
         self,

@@ -309,12 +309,9 @@ def drive(
         )
         for i in range(clients)
     ]
-    on_postgresql = not str(conf["url"]).startswith("sqlite")
-    server0 = postgres_cpu_seconds() if on_postgresql else None
     for p in procs:
         p.start()
     results = [out.get(timeout=600) for _ in procs]
-    server1 = postgres_cpu_seconds() if server0 is not None else None
     for p in procs:
         p.join(timeout=60)
     errors = [r[1] for r in results if r[0] == "error"]
@@ -330,37 +327,9 @@ def drive(
         "per_s": round(ops / wall, 1) if wall else None,
         **quantiles(lat),
         "ran_out_of_cases": any(r[4] for r in results),
-        # CPU per operation: the clients' own processes (timed loop), and every PostgreSQL
-        # process of this machine over the whole drive (warm-up and connections included)
+        # CPU per operation of the clients' own processes (their timed loop)
         "client_cpu_ms_per_op": round(sum(r[5] for r in results) / ops * 1000, 3) if ops else None,
-        "server_cpu_ms_per_op": round((server1 - server0) / ops * 1000, 3)
-        if ops and server0 is not None and server1 is not None
-        else None,
     }
-
-
-def postgres_cpu_seconds() -> float | None:
-    """CPU seconds used so far by the PostgreSQL server's processes on this machine, exited
-    backends included (they are counted in the postmaster's children's time); None where
-    there are none (a remote server, or no /proc)."""
-    tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
-    total, found = 0, False
-    try:
-        pids = [p for p in os.listdir("/proc") if p.isdigit()]
-    except OSError:
-        return None
-    for pid in pids:
-        try:
-            with open(f"/proc/{pid}/stat") as f:
-                head, _, rest = f.read().rpartition(")")
-        except OSError:
-            continue
-        if not head.split("(", 1)[-1].startswith("postgres"):
-            continue
-        fields = rest.split()  # from the state on: utime, stime, cutime, cstime are 11-14
-        total += sum(int(x) for x in fields[11:15])
-        found = True
-    return total / tick if found else None
 
 
 def pool_size(rate_per_client: float, clients: int, seconds: float) -> int:
@@ -652,11 +621,9 @@ def summarise(res: dict[str, Any]) -> None:
 
 
 def cpu_detail(block: dict[str, Any]) -> str:
-    """The CPU of one operation: client, and PostgreSQL's when it runs on this machine."""
-    client, server = block.get("client_cpu_ms_per_op"), block.get("server_cpu_ms_per_op")
-    if client is None:
-        return ""
-    return f"; CPU/op {client} ms" + (f" + server {server} ms" if server is not None else "")
+    """The client's CPU time of one operation (the database server's is not in it)."""
+    client = block.get("client_cpu_ms_per_op")
+    return "" if client is None else f"; client CPU/op {client} ms"
 
 
 def table(res: dict[str, Any]) -> str:

@@ -111,9 +111,9 @@ def test_quick_run_produces_every_section(tmp_path: Path) -> None:
     s = res["sections"]
     _positive(s["embedded"]["floor"])
     _positive(s["embedded"]["engine"])
-    for block in s["embedded"].values():  # SQLite: the client's CPU is all of it
+    for block in s["embedded"].values():  # SQLite: the client's CPU is all there is
         if isinstance(block, dict) and "per_s" in block:
-            assert block["client_cpu_ms_per_op"] > 0 and block["server_cpu_ms_per_op"] is None
+            assert block["client_cpu_ms_per_op"] > 0
     assert res["ratios"]["embedded_engine_to_floor"] > 0
     if not PG_AVAILABLE:
         assert set(res["skipped"]) >= {"floor", "engine", "spiff", "http", "sweep", "report"}
@@ -123,9 +123,6 @@ def test_quick_run_produces_every_section(tmp_path: Path) -> None:
             _positive(s[name][clients])
             assert s[name][clients]["clients"] == int(clients)
             assert s[name][clients]["client_cpu_ms_per_op"] > 0
-            # the server's CPU where PostgreSQL runs on this machine (the tests' one does)
-            if PG_URL.split("@")[-1].startswith(("127.0.0.1", "localhost")):
-                assert s[name][clients]["server_cpu_ms_per_op"] > 0, s[name][clients]
     for key in ("engine_to_floor_1", "engine_to_floor_4", "engine_to_spiff_1", "engine_to_spiff_4"):
         assert res["ratios"][key] > 0
     # the statements of one advance were counted: the case read (locked), ..., the case written

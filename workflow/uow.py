@@ -22,7 +22,7 @@ _CASE = select(Case).where(Case.id == bindparam("case_id"))
 # transaction only, has PostgreSQL plan its prepared statements generically. A command's
 # statements have the same shape every time (rows by key, ids, JSON arrays), so re-planning
 # them for each call's values (the custom plans PostgreSQL otherwise keeps choosing for the
-# command's write) buys nothing: with it, `bench.run --only engine` at 4 clients did 11-33 %
+# command's write) buys nothing: with it, `bench.run --only engine` at 4 clients did 2-33 %
 # more advances per second in 5 of 5 alternated pairs. Reports and lists keep the default
 # (their values are skewed).
 _CASE_LOCKED = _CASE.with_for_update(of=Case).add_columns(

@@ -61,7 +61,8 @@ class UnitOfWork:
         self.session.commit()
 
     def get_case(self, case_id: int, *, for_update: bool = False) -> Case:
-        """Load a case; on PostgreSQL ``for_update`` locks its row until commit."""
+        """Load a case; on PostgreSQL ``for_update`` locks its row until commit (and plans
+        the rest of the transaction generically: :data:`_CASE_LOCKED`)."""
         stmt = _CASE_LOCKED if for_update and self.dialect == "postgresql" else _CASE
         case = self.session.execute(stmt, {"case_id": case_id}).scalar_one_or_none()
         if case is None:

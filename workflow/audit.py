@@ -114,7 +114,8 @@ _COLUMNS = tuple(c.key for c in AuditEvent.__table__.columns)
 
 def write(session: Session, event: AuditEvent) -> AuditEvent:
     """Like :func:`append`, but written at once with Core statements (lock the head, insert
-    the event, move the head) instead of through the unit of work: the command hot path.
+    the event, move the head) instead of through the unit of work: the commands' path on
+    SQLite (on PostgreSQL they append with one statement, :func:`write_one`).
     ``event`` stays transient (never added to the session); its seq and hash are set.
     Call it last in a transaction: the head stays locked until commit (PostgreSQL)."""
     stmt = _HEAD_LOCKED if session.get_bind().dialect.name == "postgresql" else _HEAD

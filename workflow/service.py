@@ -491,19 +491,24 @@ class CaseService:
             ) from None
 
     @staticmethod
-    def _case_parameters(case: Case, deadlines: DeadlineWrites) -> dict[str, Any]:
+    def _case_parameters(case: Case) -> dict[str, Any]:
         """The parameters of a command's case write (the version bumped even when no value
-        changed) and, for PostgreSQL's :data:`_WRITE_COMMAND`, of its deadline writes."""
+        changed)."""
         params = {column: getattr(case, attr) for attr, column in _CASE_WRITES}
         params.update(case_id=case.id, old_version=case.version, version=case.version + 1)
-        params.update(
-            met=deadlines.met,
-            cancelled=deadlines.cancelled,
-            now=deadlines.now,
-            by=deadlines.by,
-            started=json.dumps(deadlines.started, default=_iso_json, ensure_ascii=False),
-        )
         return params
+
+    @staticmethod
+    def _deadline_parameters(deadlines: DeadlineWrites) -> dict[str, Any]:
+        """PostgreSQL: the parameters of a command's deadline writes in :data:`_WRITE_COMMAND`
+        (SQLite writes them with :meth:`_write_deadlines`)."""
+        return {
+            "met": deadlines.met,
+            "cancelled": deadlines.cancelled,
+            "now": deadlines.now,
+            "by": deadlines.by,
+            "started": json.dumps(deadlines.started, default=_iso_json, ensure_ascii=False),
+        }
 
     def _write(
         self,
@@ -527,7 +532,7 @@ class CaseService:
         session holds, e.g. a hand-over's subject row). SQLite: the deadline statements of
         :meth:`_write_deadlines`, the case's, then :meth:`_audit`."""
         self._count_deadlines(uow, case, deadlines)
-        params = self._case_parameters(case, deadlines)
+        params = self._case_parameters(case)
         # the case leaves the session, so no flush writes it (the object keeps the written
         # values, and the new version once written, for the result)
         uow.session.expunge(case)
@@ -541,6 +546,7 @@ class CaseService:
         event = self._event(actor, now, action, case, **kwargs)
         self._count(uow.session, event, case)
         rows = self._outbox_rows(notify, case, event, now, previous) if notify else []
+        params.update(self._deadline_parameters(deadlines))
         params.update(audit.append_parameters(uow.session, event, rows))
         self._flush(uow, case.id)
         updated, *appended = uow.session.execute(_WRITE_COMMAND, params).one()

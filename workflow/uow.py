@@ -30,15 +30,32 @@ _CASE_LOCKED = _CASE.with_for_update(of=Case).add_columns(
 )
 
 
+_AUTOCOMMIT = {"isolation_level": "AUTOCOMMIT"}
+
+
 class UnitOfWork:
-    def __init__(self, session_factory: sessionmaker[Session], *, read_only: bool = False) -> None:
+    """``autocommit``: on PostgreSQL, each statement is its own transaction (no ``BEGIN`` and
+    ``COMMIT`` round trips); for a unit of work whose reads are one statement and whose one
+    write is independent of them (the case page and its access-log row). Ignored on SQLite."""
+
+    def __init__(
+        self,
+        session_factory: sessionmaker[Session],
+        *,
+        read_only: bool = False,
+        autocommit: bool = False,
+    ) -> None:
         self._factory = session_factory
         self.read_only = read_only
+        self.autocommit = autocommit
 
     def __enter__(self) -> UnitOfWork:
         self._token = read_only_transaction.set(self.read_only)
         self.session = self._factory()
         self.dialect = self.session.get_bind().dialect.name
+        if self.autocommit and self.dialect == "postgresql":
+            # before any statement: the connection's isolation level for this unit only
+            self.session.connection(execution_options=_AUTOCOMMIT)
         return self
 
     def __exit__(

@@ -37,6 +37,7 @@ from workflow.model import (
 )
 from workflow.registry import Registry
 from workflow.service import CaseService, DeadlineWrites
+from workflow.simulate import fake_pdf
 from workflow.storage import MemoryBlobStore
 from workflow.uow import UnitOfWork
 
@@ -268,3 +269,81 @@ def test_postgresql_writes_nothing_unless_the_case_row_matched(
         assert uow.session.execute(select(AuditHead.seq, AuditHead.hash)).one() == head
         assert len(uow.session.execute(select(AuditEvent.seq)).all()) == n_events
         assert len(uow.session.execute(select(OutboxMessage.id)).all()) == n_outbox
+
+
+def page_walk(drive: Driver) -> tuple[int, Any]:
+    """A case with open deadlines, an escalated one, active and revoked documents, uploaded
+    at times with microseconds; (its id, an officer who may read it)."""
+    cid = drive.open(DAY).case_id
+    drive.attach(cid, ["determination_request"], DAY)
+    officer = drive.actors.get("commune_police", "officer")
+    odd = at(DAY, 10).replace(microsecond=123457)
+    extra = drive.service.attach_document(
+        cid,
+        "addiction_result",
+        fake_pdf("extra"),
+        officer,
+        odd,
+        filename="x.pdf",
+        media_type="application/pdf",
+    )
+    drive.service.revoke_document(cid, extra.id, "nhầm hồ sơ", officer, odd.replace(second=5))
+    drive.fire(cid, "request_determination", DAY)  # starts the determination deadline
+    with drive.service.uow() as uow:
+        uow.session.execute(
+            Deadline.__table__.update()
+            .where(Deadline.__table__.c.case_id == cid)
+            .values(escalation_level=2)
+        )
+        uow.commit()
+    return cid, officer
+
+
+@pytest.mark.postgres
+def test_the_case_page_is_one_read_and_one_insert_on_postgresql(
+    engine: Engine, service: CaseService, drive: Driver
+) -> None:
+    """The case page reads the case, its subject, open deadlines and documents in one
+    statement and logs the read with one INSERT (autocommit: no BEGIN, no COMMIT)."""
+    if engine.dialect.name != "postgresql":
+        pytest.skip("SQLite reads the case page with a statement per table")
+    cid, officer = page_walk(drive)
+    with statements(engine) as sent:
+        details = service.get_case(cid, officer, at(DAY, 11))
+    assert [s.split()[0] for s in sent] == ["SELECT", "INSERT"], sent
+    assert "json_agg" in sent[0] and "FOR UPDATE" not in sent[0]
+    assert [d["key"] for d in details["deadlines"]] == ["determination"]
+    assert [d["revoked"] for d in details["documents"]] == [False, True, False]
+    # the access-log row is committed by its own statement: another connection sees it
+    with engine.connect() as conn:
+        logged = conn.exec_driver_sql(
+            "SELECT count(*) FROM access_log WHERE case_id = %s AND action = 'case.read'", (cid,)
+        ).scalar()
+    assert logged == 1
+
+
+@pytest.mark.postgres
+def test_the_case_page_reads_the_same_on_both_databases(
+    sqlite_engine: Engine,
+    pg_engine: Engine,
+    registry: Registry,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """PostgreSQL's one statement (JSON arrays of deadlines and documents) gives the same
+    page as SQLite's ORM reads: dates, times to the microsecond, revoked documents."""
+    _truncate_pg(pg_engine)
+    pages = {}
+    for engine in (sqlite_engine, pg_engine):
+        monkeypatch.setattr(conftest, "_ids", count(1))
+        factory = make_session_factory(engine)
+        service = CaseService(factory, registry, secret_key="test-secret", blobs=MemoryBlobStore())
+        drive = Driver(service, Actors(factory))
+        cid, officer = page_walk(drive)
+        pages[engine.dialect.name] = service.get_case(cid, officer, at(DAY, 11))
+    generic, pg = pages["sqlite"], pages["postgresql"]
+    docs = generic["documents"]
+    assert [d["revoked"] for d in docs] == [False, True, False]  # fire attached the third
+    assert docs[1]["uploaded_at"].microsecond == 123457
+    assert docs[1]["uploaded_at"].tzinfo is not None
+    assert generic["deadlines"][0]["escalation_level"] == 2
+    assert pg == generic

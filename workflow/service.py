@@ -377,29 +377,33 @@ class CaseService:
     def _active_documents(session: Session, case_id: int) -> list[Document]:
         return list(session.execute(_ACTIVE_DOCUMENTS, {"case_id": case_id}).scalars())
 
-    @staticmethod
-    def _documents_and_deadlines(
-        uow: UnitOfWork, case_id: int
-    ) -> tuple[list[Document] | list[DocumentRef], list[tuple[int, str, date]]]:
-        """A command's reads once its case row is locked: the active documents and the
-        (id, key, due date) of the open deadlines.
+    def _locked_case(
+        self, uow: UnitOfWork, case_id: int, actor: Actor
+    ) -> tuple[Case, list[Document] | list[DocumentRef], list[tuple[int, str, date]]]:
+        """A command's case, its row locked and visible to ``actor``; then its active
+        documents and the (id, key, due date) of its open deadlines.
 
-        PostgreSQL: one statement (:data:`_DOCUMENTS_AND_OPEN_DEADLINES`). It is not folded
-        into the case's ``SELECT … FOR UPDATE``: in READ COMMITTED a locking read that waited
-        for another transaction returns the row as that one committed it, but its subqueries
-        still see the snapshot taken before the wait, so a document revoked or a deadline met
-        meanwhile would be missed. SQLite: the two statements (the write lock is held since
-        ``BEGIN IMMEDIATE``)."""
+        PostgreSQL: the lock and :data:`_DOCUMENTS_AND_OPEN_DEADLINES` in one round trip
+        (:meth:`UnitOfWork.lock_case_and_read`). The read is not folded into the case's
+        ``SELECT … FOR UPDATE``: in READ COMMITTED a locking read that waited for another
+        transaction returns the row as that one committed it, but its subqueries still see
+        the snapshot taken before the wait, so a document revoked or a deadline met meanwhile
+        would be missed; a second statement takes its snapshot after the lock. SQLite: three
+        statements (the write lock is held since ``BEGIN IMMEDIATE``)."""
         if uow.dialect == "postgresql":
-            docs, open_deadlines = uow.session.execute(
-                _DOCUMENTS_AND_OPEN_DEADLINES, {"case_id": case_id}
-            ).one()
-            return [DocumentRef(*doc) for doc in docs], [
-                (i, key, date.fromisoformat(due_on)) for i, key, due_on in open_deadlines
-            ]
+            case, (docs, open_deadlines) = uow.lock_case_and_read(
+                case_id, _DOCUMENTS_AND_OPEN_DEADLINES
+            )
+            self._check_visible(uow, case, actor)
+            return (
+                case,
+                [DocumentRef(*doc) for doc in docs],
+                [(i, key, date.fromisoformat(due_on)) for i, key, due_on in open_deadlines],
+            )
+        case = self._visible_case(uow, case_id, actor, lock=True)
         docs = CaseService._active_documents(uow.session, case_id)
         rows = uow.session.execute(_OPEN_DEADLINES, {"case_id": case_id})
-        return docs, [(i, key, due_on) for i, key, due_on in rows]
+        return case, docs, [(i, key, due_on) for i, key, due_on in rows]
 
     @staticmethod
     def _subject_context(case: Case, today: date) -> dict[str, Any]:
@@ -1090,7 +1094,7 @@ class CaseService:
         with self.uow() as uow:
             if (stored := self._replay(uow, actor, idempotency_key, request)) is not None:
                 return stored
-            case = self._visible_case(uow, case_id, actor, lock=True)
+            case, docs, open_deadlines = self._locked_case(uow, case_id, actor)
             d = self.definition_of(case)
             t = d.transitions.get(transition_key)
             if t is None:
@@ -1107,7 +1111,6 @@ class CaseService:
                     case_id=case.id,
                     current_version=case.version,
                 )
-            docs, open_deadlines = self._documents_and_deadlines(uow, case.id)
             today = business_date(now)
             holder: dict[str, dict] = {}
 
@@ -1290,7 +1293,7 @@ class CaseService:
         with self.uow() as uow:
             if (stored := self._replay(uow, actor, idempotency_key, request)) is not None:
                 return stored
-            case = self._visible_case(uow, case_id, actor, lock=True)
+            case, docs, open_deadlines = self._locked_case(uow, case_id, actor)
             d = self.definition_of(case)
             act = d.activities.get(activity_key)
             if act is None or case.state not in act.states:
@@ -1307,7 +1310,6 @@ class CaseService:
                     case_id=case.id,
                     current_version=case.version,
                 )
-            docs, open_deadlines = self._documents_and_deadlines(uow, case.id)
             today = business_date(now)
             form, reasons = self._evaluate(d, act, case, docs, data, today, lang)
             if reasons:

@@ -6,15 +6,21 @@ leaving the block without :meth:`UnitOfWork.commit` rolls everything back.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import cache
 from types import TracebackType
+from typing import Any
 
-from sqlalchemy import bindparam, func, select
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy import bindparam, func, literal_column, select
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import Session, make_transient_to_detached, sessionmaker
+from sqlalchemy.orm.attributes import set_committed_value
+from sqlalchemy.sql.elements import TextClause
 
 from workflow import rollup
 from workflow.db import read_only_transaction
 from workflow.errors import CaseNotFound
-from workflow.model import Case
+from workflow.model import Case, Subject
 
 # built once: constructing the select per call showed in the profile of a command
 _CASE = select(Case).where(Case.id == bindparam("case_id"))
@@ -31,6 +37,47 @@ _CASE_LOCKED = _CASE.with_for_update(of=Case).add_columns(
 
 
 _AUTOCOMMIT = {"isolation_level": "AUTOCOMMIT"}
+# PostgreSQL: _CASE_LOCKED as Core columns (case's, then subject's), for the driver directly
+_CASE_ROW = (
+    select(*Case.__table__.c, *Subject.__table__.c)
+    .join_from(Case.__table__, Subject.__table__)
+    .where(Case.__table__.c.id == bindparam("case_id"))
+    .with_for_update(of=Case.__table__)
+    .add_columns(literal_column("set_config('plan_cache_mode', 'force_generic_plan', true)"))
+)
+
+
+@cache
+def _driver_sql(statement: Any, dialect: Dialect) -> str:
+    """A statement as the driver takes it (``%(name)s`` parameters), compiled once."""
+    return str(statement.compile(dialect=dialect))
+
+
+@cache
+def _loaders(dialect: Dialect) -> tuple[tuple[tuple[str, Callable | None], ...], ...]:
+    """For Case then Subject: (attribute, the column type's result processor) per column."""
+    out = []
+    for model in (Case, Subject):
+        mapper = model.__mapper__
+        out.append(
+            tuple(
+                (
+                    mapper.get_property_by_column(column).key,
+                    column.type.dialect_impl(dialect).result_processor(dialect, None),
+                )
+                for column in model.__table__.c
+            )
+        )
+    return tuple(out)
+
+
+def _detached(model: type, loaders: tuple, values: tuple) -> Any:
+    """An instance as if loaded from the database (no history), not yet in a session."""
+    obj = model.__mapper__.class_manager.new_instance()
+    for (attr, process), value in zip(loaders, values, strict=True):
+        set_committed_value(obj, attr, process(value) if process else value)
+    make_transient_to_detached(obj)
+    return obj
 
 
 class UnitOfWork:
@@ -76,6 +123,39 @@ class UnitOfWork:
         commit."""
         rollup.write_pending(self.session)
         self.session.commit()
+
+    def lock_case_and_read(self, case_id: int, then: TextClause) -> tuple[Case, Any]:
+        """Lock a case's row (as :meth:`get_case` with ``for_update``), then run ``then``
+        (a read of one row, parameter ``case_id``); the case and that row.
+
+        PostgreSQL: both statements and the transaction's ``BEGIN`` go in one round trip (the
+        driver's pipeline); they still run one after the other, so ``then`` takes its snapshot
+        once the lock is held. The case and its subject are built from the row without the
+        ORM's loading (a third of a command's CPU in the profile) and put in the session as
+        if loaded. SQLite: the two statements."""
+        if self.dialect != "postgresql":
+            case = self.get_case(case_id, for_update=True)
+            return case, self.session.execute(then, {"case_id": case_id}).one()
+        connection = self.session.connection()
+        dialect = connection.dialect
+        raw = connection.connection.driver_connection
+        params = {"case_id": case_id}
+        with raw.pipeline():
+            locked = raw.cursor()
+            locked.execute(_driver_sql(_CASE_ROW, dialect), params, prepare=True)
+            read = raw.cursor()
+            read.execute(_driver_sql(then, dialect), params, prepare=True)
+            row = locked.fetchone()
+            then_row = read.fetchone()
+        if row is None:
+            raise CaseNotFound(f"case {case_id} not found", case_id=case_id)
+        case_loaders, subject_loaders = _loaders(dialect)
+        n = len(case_loaders)
+        case = _detached(Case, case_loaders, row[:n])
+        subject = _detached(Subject, subject_loaders, row[n : n + len(subject_loaders)])
+        set_committed_value(case, "subject", subject)
+        self.session.add(case)
+        return case, then_row
 
     def get_case(self, case_id: int, *, for_update: bool = False) -> Case:
         """Load a case; on PostgreSQL ``for_update`` locks its row until commit (and plans

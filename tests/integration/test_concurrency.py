@@ -372,7 +372,7 @@ def test_revocation_racing_a_transition_is_serialised(
         ).scalar_one()
     form = drive.form(cid, "request_determination", DAY)
     revoker_outcome = Outcome()
-    original = CaseService._documents_and_deadlines
+    original = CaseService._locked_case
     revoker: list[threading.Thread] = []
 
     def revoke() -> None:
@@ -383,8 +383,8 @@ def test_revocation_racing_a_transition_is_serialised(
         except BaseException as exc:
             revoker_outcome.error = exc
 
-    def active_documents_then_revoke(uow: Any, case_id: int) -> Any:
-        docs = original(uow, case_id)  # and the open deadlines
+    def active_documents_then_revoke(self: CaseService, uow: Any, case_id: int, actor: Any) -> Any:
+        docs = original(self, uow, case_id, actor)  # the locked case, documents, deadlines
         if not revoker:
             t = threading.Thread(target=revoke, daemon=True, name="revoker")
             revoker.append(t)
@@ -394,9 +394,7 @@ def test_revocation_racing_a_transition_is_serialised(
             t.join(1.0)
         return docs
 
-    monkeypatch.setattr(
-        CaseService, "_documents_and_deadlines", staticmethod(active_documents_then_revoke)
-    )
+    monkeypatch.setattr(CaseService, "_locked_case", active_documents_then_revoke)
     try:
         result: CommandResult | None = service.advance(
             cid, "request_determination", form, officer, at(DAY, 11)
@@ -404,7 +402,7 @@ def test_revocation_racing_a_transition_is_serialised(
     except MissingDocuments:
         result = None
     finally:
-        monkeypatch.setattr(CaseService, "_documents_and_deadlines", staticmethod(original))
+        monkeypatch.setattr(CaseService, "_locked_case", original)
         for t in revoker:
             t.join(JOIN_TIMEOUT)
     assert revoker and not revoker[0].is_alive()

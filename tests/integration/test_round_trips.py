@@ -18,6 +18,7 @@ from itertools import count
 from types import SimpleNamespace
 from typing import Any
 
+import psycopg
 import pytest
 from sqlalchemy import event, select
 from sqlalchemy.engine import Engine
@@ -61,8 +62,25 @@ TABLES = (
 
 @contextmanager
 def statements(engine: Engine) -> Iterator[list[str]]:
-    """The SQL statements sent inside the block (the commit is not one)."""
+    """The SQL statements sent inside the block (``BEGIN`` and ``COMMIT`` are not counted).
+
+    PostgreSQL: as the driver sends them (psycopg's ``Cursor.execute``), so statements the
+    engine sends past SQLAlchemy count too; those sent inside a pipeline with the one before
+    are marked ``[pipelined]``. SQLite: SQLAlchemy's ``before_cursor_execute``."""
     seen: list[str] = []
+    if engine.dialect.name == "postgresql":
+        real = psycopg.Cursor.execute
+
+        def execute(self, query, params=None, **kw):  # noqa: ANN001, ANN202
+            pipelined = self.connection._pipeline is not None  # noqa: SLF001
+            text_ = query if isinstance(query, str) else query.decode()
+            seen.append(" ".join(text_.split()) + (" [pipelined]" if pipelined else ""))
+            return real(self, query, params, **kw)
+
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(psycopg.Cursor, "execute", execute)
+            yield seen
+        return
 
     def record(conn, cursor, statement, parameters, context, executemany) -> None:  # noqa: ANN001
         seen.append(" ".join(statement.split()))
@@ -128,7 +146,7 @@ def walk(drive: Driver) -> None:
 
 
 @pytest.mark.postgres
-def test_one_advance_is_three_statements_on_postgresql(
+def test_one_advance_is_three_statements_in_two_round_trips_on_postgresql(
     engine: Engine, service: CaseService, drive: Driver
 ) -> None:
     if engine.dialect.name != "postgresql":
@@ -142,6 +160,8 @@ def test_one_advance_is_three_statements_on_postgresql(
     assert [s.split()[0] for s in sent] == ["SELECT", "SELECT", "WITH"], sent
     assert "FOR UPDATE" in sent[0]  # the case row, locked
     assert "json_agg" in sent[1]  # documents and open deadlines, after the lock
+    # the lock and the read (and BEGIN) in one round trip; the write on its own
+    assert [s.endswith("[pipelined]") for s in sent] == [True, True, False]
     assert sent[2].startswith("WITH updated_case AS ( UPDATE cases")  # + deadline rows
     for cte in ("head AS ( UPDATE audit_head", "INSERT INTO audit_events", "INSERT INTO outbox"):
         assert cte in sent[2]
@@ -209,20 +229,27 @@ def test_a_case_changed_meanwhile_is_stale_and_nothing_is_written(
     form = drive.form(cid, "record_addiction_result", DAY)
     actor = drive.actor_for(drive.definition(cid).transitions["record_addiction_result"])
     before = written(engine)
-    real_get_case = UnitOfWork.get_case
+    real_get_case, real_lock = UnitOfWork.get_case, UnitOfWork.lock_case_and_read
 
     def read_before_the_other_command(self: UnitOfWork, case_id: int, **kw: Any) -> Case:
         case = real_get_case(self, case_id, **kw)
         case.version -= 1
         return case
 
+    def locked_before_the_other_command(self: UnitOfWork, case_id: int, then: Any) -> Any:
+        case, row = real_lock(self, case_id, then)
+        case.version -= 1
+        return case, row
+
     monkeypatch.setattr(UnitOfWork, "get_case", read_before_the_other_command)
+    monkeypatch.setattr(UnitOfWork, "lock_case_and_read", locked_before_the_other_command)
     with statements(engine) as sent, pytest.raises(StaleCase):
         service.advance(cid, "record_addiction_result", form, actor, at(DAY))
     assert any("UPDATE cases" in s for s in sent)
     if engine.dialect.name == "sqlite":
         assert not any("audit_head" in s for s in sent), sent
     monkeypatch.setattr(UnitOfWork, "get_case", real_get_case)
+    monkeypatch.setattr(UnitOfWork, "lock_case_and_read", real_lock)
     assert written(engine) == before
     assert service.verify_audit().ok
 
@@ -246,9 +273,9 @@ def test_postgresql_writes_nothing_unless_the_case_row_matched(
         "due_on": DAY,
         "escalation_level": 0,
     }
+    actor = drive.actors.get("commune_police", "officer")
     with service.uow() as uow:
-        case = uow.get_case(cid, for_update=True)
-        _, open_deadlines = service._documents_and_deadlines(uow, cid)
+        case, _, open_deadlines = service._locked_case(uow, cid, actor)
         assert [key for _, key, _ in open_deadlines] == ["determination"]
         ids = [i for i, _, _ in open_deadlines]
         closing = [(due_on, key, "met") for _, key, due_on in open_deadlines]
@@ -257,7 +284,6 @@ def test_postgresql_writes_nothing_unless_the_case_row_matched(
         n_events = len(uow.session.execute(select(AuditEvent.seq)).all())
         n_outbox = len(uow.session.execute(select(OutboxMessage.id)).all())
         case.version -= 1
-        actor = drive.actors.get("commune_police", "officer")
         notify = drive.definition(cid).transitions["record_addiction_result"]
         assert notify.notify  # it has outbox rows to write
         with pytest.raises(StaleCase):

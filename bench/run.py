@@ -338,7 +338,14 @@ def pool_size(rate_per_client: float, clients: int, seconds: float) -> int:
 
 # ------------------------------------------------------------------------------- sections
 def count_statements(db: Db, registry: Registry, case_id: int, form: dict) -> dict[str, Any]:
-    """The SQL statements one ``advance`` sends (SQLAlchemy ``before_cursor_execute``)."""
+    """The SQL statements one ``advance`` sends, and in how many round trips (``BEGIN`` and
+    ``COMMIT`` not counted).
+
+    PostgreSQL: as the driver sends them (psycopg's ``Cursor.execute``: the engine sends some
+    past SQLAlchemy, in a pipeline); statements in one pipeline are one round trip. SQLite:
+    SQLAlchemy's ``before_cursor_execute``, one round trip each."""
+    import psycopg
+
     from workflow.actors import actor_for
     from workflow.service import CaseService
     from workflow.storage import MemoryBlobStore
@@ -347,17 +354,41 @@ def count_statements(db: Db, registry: Registry, case_id: int, form: dict) -> di
     service = CaseService(factory, registry, blobs=MemoryBlobStore())
     with factory() as s:
         actor = actor_for(s, ACTOR)
-    seen: list[str] = []
+    seen: list[tuple[str, int | None]] = []  # (statement, its pipeline's id)
 
-    def record(conn, cursor, statement, parameters, context, executemany) -> None:  # noqa: ANN001
-        seen.append(" ".join(statement.split())[:120])
+    def short(statement: str | bytes) -> str:
+        text_ = statement if isinstance(statement, str) else statement.decode()
+        return " ".join(text_.split())[:120]
 
-    event.listen(db.engine, "before_cursor_execute", record)
-    try:
-        service.advance(case_id, TRANSITION, form, actor, _clock())
-    finally:
-        event.remove(db.engine, "before_cursor_execute", record)
-    return {"count": len(seen), "statements": seen}
+    if db.engine.dialect.name == "postgresql":
+        real = psycopg.Cursor.execute
+
+        def execute(self, query, params=None, **kw):  # noqa: ANN001, ANN202
+            pipeline = self.connection._pipeline  # noqa: SLF001 - no public accessor
+            seen.append((short(query), None if pipeline is None else id(pipeline)))
+            return real(self, query, params, **kw)
+
+        psycopg.Cursor.execute = execute  # type: ignore[method-assign]
+        try:
+            service.advance(case_id, TRANSITION, form, actor, _clock())
+        finally:
+            psycopg.Cursor.execute = real  # type: ignore[method-assign]
+    else:
+
+        def record(conn, cursor, statement, parameters, context, executemany) -> None:  # noqa: ANN001
+            seen.append((short(statement), None))
+
+        event.listen(db.engine, "before_cursor_execute", record)
+        try:
+            service.advance(case_id, TRANSITION, form, actor, _clock())
+        finally:
+            event.remove(db.engine, "before_cursor_execute", record)
+    pipelines = {pid for _, pid in seen if pid is not None}
+    return {
+        "count": len(seen),
+        "round_trips": len(pipelines) + sum(pid is None for _, pid in seen),
+        "statements": [statement for statement, _ in seen],
+    }
 
 
 def throughput(
@@ -707,7 +738,10 @@ def table(res: dict[str, Any]) -> str:
             )
         )
     if "sql" in s:
-        rows.append(("  SQL statements / advance", str(s["sql"]["count"]), "PostgreSQL", ""))
+        sql = s["sql"]
+        trips = sql.get("round_trips")
+        detail = "PostgreSQL" + (f", in {trips} round trips (+ COMMIT)" if trips else "")
+        rows.append(("  SQL statements / advance", str(sql["count"]), detail, ""))
     w = [max(len(x[i]) for x in rows) for i in range(4)] if rows else [0] * 4
     head = ("measure", "value", "detail", "goal")
     w = [max(w[i], len(head[i])) for i in range(4)]

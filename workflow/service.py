@@ -18,7 +18,8 @@ from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime
 from typing import Any, NamedTuple
 
-from sqlalchemy import bindparam, insert, select, text, update
+from sqlalchemy import String, any_, bindparam, insert, literal, select, text, update
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.orm.exc import StaleDataError
@@ -80,22 +81,46 @@ _ALL_DOCUMENTS = (
 # its open deadlines [id, key, due_on, escalation_level] and all its documents [id, type,
 # filename, media_type, size, sha256, uploaded_at, revoked_at, revoke_reason] (times as UTC
 # text with microseconds, so they come back exactly). A snapshot of its own: get_case runs it
-# on an autocommit connection.
+# on an autocommit connection. It also writes the read's access-log row when the case is in
+# one of the reader's own units (``:units``; the usual case page): the CTE inserts only if
+# that test passes, and get_case logs the other visible reads (province agencies, by
+# routing) with a statement of its own.
+_CASES_T = Case.__table__
+_LOG_OWN_UNIT_READ = (
+    insert(AccessLog.__table__)
+    .from_select(
+        ["at", "user_id", "case_id", "action"],
+        select(
+            bindparam("at", type_=AccessLog.__table__.c.at.type),
+            bindparam("user_id", type_=AccessLog.__table__.c.user_id.type),
+            _CASES_T.c.id,
+            literal("case.read", AccessLog.__table__.c.action.type),
+        ).where(
+            _CASES_T.c.id == bindparam("case_id"),
+            _CASES_T.c.unit_code == any_(bindparam("units", type_=ARRAY(String))),
+        ),
+    )
+    .cte("logged")
+)
 _UTC_TEXT = "to_char({} AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US')"
-_CASE_DETAILS = select(
-    Case,
-    text(
-        "(SELECT coalesce(json_agg(json_build_array(d.id, d.key, d.due_on, d.escalation_level)"
-        " ORDER BY d.due_on, d.id), '[]') FROM deadlines d"
-        " WHERE d.case_id = cases.id AND d.status = 'open')"
-    ),
-    text(
-        "(SELECT coalesce(json_agg(json_build_array(x.id, x.type, x.filename, x.media_type,"
-        f" x.size, x.sha256, {_UTC_TEXT.format('x.uploaded_at')},"
-        f" {_UTC_TEXT.format('x.revoked_at')}, x.revoke_reason) ORDER BY x.id), '[]')"
-        " FROM documents x WHERE x.case_id = cases.id)"
-    ),
-).where(Case.id == bindparam("case_id"))
+_CASE_DETAILS = (
+    select(
+        Case,
+        text(
+            "(SELECT coalesce(json_agg(json_build_array(d.id, d.key, d.due_on, d.escalation_level)"
+            " ORDER BY d.due_on, d.id), '[]') FROM deadlines d"
+            " WHERE d.case_id = cases.id AND d.status = 'open')"
+        ),
+        text(
+            "(SELECT coalesce(json_agg(json_build_array(x.id, x.type, x.filename, x.media_type,"
+            f" x.size, x.sha256, {_UTC_TEXT.format('x.uploaded_at')},"
+            f" {_UTC_TEXT.format('x.revoked_at')}, x.revoke_reason) ORDER BY x.id), '[]')"
+            " FROM documents x WHERE x.case_id = cases.id)"
+        ),
+    )
+    .where(Case.id == bindparam("case_id"))
+    .add_cte(_LOG_OWN_UNIT_READ)
+)
 # deadline rows of a command are Core statements too: (id, key) of the open ones, one UPDATE
 # per closing status by ids, one (executemany) INSERT of the started ones
 _DEADLINES = Deadline.__table__
@@ -1523,9 +1548,9 @@ class CaseService:
         """Everything about a case the actor may see; the read is recorded in the access log."""
         self._check_now(now)
         with self.uow(autocommit=True) as uow:
-            case, open_deadlines, docs = self._case_details(uow, case_id)
+            case, open_deadlines, docs, logged = self._case_details(uow, case_id, actor, now)
             self._check_visible(uow, case, actor)
-            if actor.user_id is not None:  # a Core insert: no unit of work to flush
+            if actor.user_id is not None and not logged:  # a Core insert: nothing to flush
                 row = {"at": now, "user_id": actor.user_id, "case_id": case.id}
                 uow.session.execute(_INSERT_ACCESS, row | {"action": "case.read"})
             details = self._details(uow, case, actor, now, open_deadlines, docs)
@@ -1534,21 +1559,23 @@ class CaseService:
 
     @staticmethod
     def _case_details(
-        uow: UnitOfWork, case_id: int
-    ) -> tuple[Case, list[Deadline] | list[DeadlineView], list[Document] | list[DocumentView]]:
-        """A case with its open deadlines (by due date) and all its documents.
+        uow: UnitOfWork, case_id: int, actor: Actor, now: datetime
+    ) -> tuple[
+        Case, list[Deadline] | list[DeadlineView], list[Document] | list[DocumentView], bool
+    ]:
+        """A case with its open deadlines (by due date) and all its documents; and whether
+        the read was logged with them (the case in one of the actor's own units).
 
-        PostgreSQL: one statement (:data:`_CASE_DETAILS`); SQLite: three."""
+        PostgreSQL: one statement (:data:`_CASE_DETAILS`); SQLite: three, logging nothing."""
         if uow.dialect != "postgresql":
             case = uow.get_case(case_id)
             params = {"case_id": case_id}
             open_deadlines = uow.session.execute(_OPEN_DEADLINE_ROWS, params).scalars().all()
-            return (
-                case,
-                list(open_deadlines),
-                list(uow.session.execute(_ALL_DOCUMENTS, params).scalars()),
-            )
-        row = uow.session.execute(_CASE_DETAILS, {"case_id": case_id}).one_or_none()
+            docs = list(uow.session.execute(_ALL_DOCUMENTS, params).scalars())
+            return case, list(open_deadlines), docs, False
+        units = sorted(actor.units) if actor.user_id is not None else []
+        params = {"case_id": case_id, "at": now, "user_id": actor.user_id, "units": units}
+        row = uow.session.execute(_CASE_DETAILS, params).one_or_none()
         if row is None:
             raise CaseNotFound(f"case {case_id} not found", case_id=case_id)
         case, deadline_rows, document_rows = row
@@ -1559,6 +1586,7 @@ class CaseService:
                 DocumentView(*head, _utc(uploaded), _utc(revoked), reason)
                 for *head, uploaded, revoked, reason in document_rows
             ],
+            case.unit_code in units,
         )
 
     def _details(

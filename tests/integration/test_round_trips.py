@@ -24,8 +24,9 @@ from sqlalchemy import event, select
 from sqlalchemy.engine import Engine
 
 from workflow.db import make_session_factory
-from workflow.errors import StaleCase
+from workflow.errors import OutOfJurisdiction, StaleCase
 from workflow.model import (
+    AccessLog,
     ActivityRecord,
     AuditEvent,
     AuditHead,
@@ -43,7 +44,7 @@ from workflow.storage import MemoryBlobStore
 from workflow.uow import UnitOfWork
 
 from .. import conftest
-from ..conftest import OTHER_COMMUNE, Actors, _truncate_pg
+from ..conftest import OTHER_COMMUNE, PROVINCE, Actors, _truncate_pg
 from .helpers import Driver, at
 
 DAY = date(2026, 3, 2)
@@ -325,27 +326,56 @@ def page_walk(drive: Driver) -> tuple[int, Any]:
     return cid, officer
 
 
+def _reads_logged(engine: Engine, case_id: int) -> list[int]:
+    """The users whose reads of the case are in the access log, as another connection sees
+    them (so committed)."""
+    with engine.connect() as conn:
+        return list(
+            conn.execute(
+                select(AccessLog.user_id)
+                .where(AccessLog.case_id == case_id, AccessLog.action == "case.read")
+                .order_by(AccessLog.id)
+            ).scalars()
+        )
+
+
 @pytest.mark.postgres
-def test_the_case_page_is_one_read_and_one_insert_on_postgresql(
+def test_the_case_page_is_one_statement_on_postgresql(
     engine: Engine, service: CaseService, drive: Driver
 ) -> None:
-    """The case page reads the case, its subject, open deadlines and documents in one
-    statement and logs the read with one INSERT (autocommit: no BEGIN, no COMMIT)."""
+    """The case page of a case in the reader's own commune: the case, its subject, open
+    deadlines and documents read, and the read logged, by one autocommit statement. A
+    province agency's read (visible by routing) is logged by a second statement; a read
+    refused is not logged."""
     if engine.dialect.name != "postgresql":
         pytest.skip("SQLite reads the case page with a statement per table")
     cid, officer = page_walk(drive)
     with statements(engine) as sent:
         details = service.get_case(cid, officer, at(DAY, 11))
-    assert [s.split()[0] for s in sent] == ["SELECT", "INSERT"], sent
-    assert "json_agg" in sent[0] and "FOR UPDATE" not in sent[0]
+    assert [s.split()[0] for s in sent] == ["WITH"], sent
+    assert "INSERT INTO access_log" in sent[0] and "json_agg" in sent[0]
+    assert "FOR UPDATE" not in sent[0]
     assert [d["key"] for d in details["deadlines"]] == ["determination"]
     assert [d["revoked"] for d in details["documents"]] == [False, True, False]
-    # the access-log row is committed by its own statement: another connection sees it
-    with engine.connect() as conn:
-        logged = conn.exec_driver_sql(
-            "SELECT count(*) FROM access_log WHERE case_id = %s AND action = 'case.read'", (cid,)
-        ).scalar()
-    assert logged == 1
+    assert _reads_logged(engine, cid) == [officer.user_id]
+
+    # the province's court sees the case once it is routed to it: logged by its own INSERT
+    court = drive.actors.get("court", "judge", PROVINCE)
+    with pytest.raises(OutOfJurisdiction):
+        service.get_case(cid, court, at(DAY, 11))
+    assert _reads_logged(engine, cid) == [officer.user_id]  # the refused read: not logged
+    for key in (
+        "record_addiction_result",
+        "open_compulsory_dossier",
+        "notify_dossier_reading",
+        "send_for_legal_check",
+        "transfer_to_court",
+    ):
+        drive.fire(cid, key, DAY)
+    with statements(engine) as sent:
+        assert service.get_case(cid, court, at(DAY, 11))["state"] == "court_filing"
+    assert [s.split()[0] for s in sent] == ["WITH", "INSERT"], sent
+    assert _reads_logged(engine, cid) == [officer.user_id, court.user_id]
 
 
 @pytest.mark.postgres

@@ -403,3 +403,19 @@ def test_the_case_page_reads_the_same_on_both_databases(
     assert docs[1]["uploaded_at"].tzinfo is not None
     assert generic["deadlines"][0]["escalation_level"] == 2
     assert pg == generic
+
+
+def test_a_case_locked_twice_in_one_unit_of_work_is_one_instance(
+    engine: Engine, service: CaseService, drive: Driver
+) -> None:
+    """The pipelined locking read builds its case outside the ORM's loading; a unit of work
+    that holds the case already gets that same instance back (and its documents)."""
+    cid = drive.open(DAY).case_id
+    drive.attach(cid, ["determination_request"], DAY)
+    officer = drive.actors.get("commune_police", "officer")
+    with service.uow() as uow:
+        first, docs, _ = service._locked_case(uow, cid, officer)
+        again, docs_again, _ = service._locked_case(uow, cid, officer)
+        assert again is first and first.subject is again.subject
+        assert [d.type for d in docs] == [d.type for d in docs_again] == ["determination_request"]
+        assert first in uow.session and first.subject.full_name == "Trần Văn Bình"

@@ -7,7 +7,7 @@ leaving the block without :meth:`UnitOfWork.commit` rolls everything back.
 from __future__ import annotations
 
 from collections.abc import Callable
-from functools import cache
+from functools import lru_cache
 from types import TracebackType
 from typing import Any
 
@@ -48,13 +48,13 @@ _CASE_ROW = (
 )
 
 
-@cache
+@lru_cache(maxsize=32)  # per dialect: one or two per process (tests make many)
 def _driver_sql(statement: Any, dialect: Dialect) -> str:
     """A statement as the driver takes it (``%(name)s`` parameters), compiled once."""
     return str(statement.compile(dialect=dialect))
 
 
-@cache
+@lru_cache(maxsize=32)  # per dialect: one or two per process (tests make many)
 def _loaders(dialect: Dialect) -> tuple[tuple[tuple[str, Callable | None], ...], ...]:
     """For Case then Subject: (attribute, the column type's result processor) per column."""
     out = []

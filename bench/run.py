@@ -403,7 +403,7 @@ def throughput(
     sizes = {c: pool_size(450, c, plan.seconds) for c in (1, 4)}
     need = 2 + 2000 * (("floor" in which) * 2) + sum(sizes.values()) * ("engine" in which)
     ids = gen.make_pool(db.engine, registry, need, now)
-    checkpoint(db.engine)
+    settle(db.engine)
     check = ids.pop()
     out["sql"] = count_statements(db, registry, check, form)
     if "floor" in which:
@@ -570,17 +570,16 @@ def report_section(db: Db, registry: Registry, now: datetime) -> dict[str, Any]:
     return out
 
 
-def checkpoint(engine: Engine) -> None:
-    """PostgreSQL ``CHECKPOINT`` after a section's set-up wrote its pool of cases, so that the
-    checkpoint those writes call for does not land in the timed load (it stalled commits for
-    up to 200 ms on the benchmark machine). Needs a superuser; skipped otherwise."""
-    if engine.dialect.name != "postgresql":
-        return
-    try:
-        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-            conn.execute(text("CHECKPOINT"))
-    except DBAPIError:
-        pass
+def settle(engine: Engine) -> None:
+    """After a section's set-up wrote its pool of fresh cases: have PostgreSQL write its dirty
+    buffers (``CHECKPOINT``, when the role may) and the kernel its dirty pages (``sync``)
+    before the clock starts. Without it the first timed section (the floor) ran while the
+    kernel wrote the pool back, and its commits waited behind that (p99 47–85 ms against
+    4 ms otherwise, on a virtual machine's slow disk)."""
+    if engine.dialect.name == "postgresql":
+        with contextlib.suppress(DBAPIError), engine.connect() as conn:
+            conn.execution_options(isolation_level="AUTOCOMMIT").execute(text("CHECKPOINT"))
+    os.sync()
 
 
 def warm_up(engine: Engine, case_ids: list[int]) -> None:
@@ -619,7 +618,7 @@ def http_section(
     warm_up(db.engine, read_ids)
     out: dict[str, Any] = {}
     writes = gen.make_pool(db.engine, registry, int(60 * plan.http_seconds) + 50, now)
-    checkpoint(db.engine)
+    settle(db.engine)
     with (
         tempfile.TemporaryDirectory(prefix="rfbench-http-") as tmp,
         bhttp.Server(db.url, Path(tmp)) as server,

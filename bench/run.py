@@ -573,9 +573,10 @@ def report_section(db: Db, registry: Registry, now: datetime) -> dict[str, Any]:
 def settle(engine: Engine) -> None:
     """After a section's set-up wrote its pool of fresh cases: have PostgreSQL write its dirty
     buffers (``CHECKPOINT``, when the role may) and the kernel its dirty pages (``sync``)
-    before the clock starts. Without it the first timed section (the floor) ran while the
-    kernel wrote the pool back, and its commits waited behind that (p99 47–85 ms against
-    4 ms otherwise, on a virtual machine's slow disk)."""
+    before the clock starts, so the timed load does not share the disk with the set-up's
+    write-back. A precaution, not a cure: on the benchmark's virtual machine the floor, the
+    first section timed, still stalled in some runs with it (p99 68 ms against a p50 of
+    1.9 ms; bench/README.md)."""
     if engine.dialect.name == "postgresql":
         with contextlib.suppress(DBAPIError), engine.connect() as conn:
             conn.execution_options(isolation_level="AUTOCOMMIT").execute(text("CHECKPOINT"))

@@ -11,7 +11,7 @@ from functools import lru_cache
 from types import TracebackType
 from typing import Any
 
-from sqlalchemy import bindparam, func, literal_column, select
+from sqlalchemy import bindparam, literal_column, select
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import Session, make_transient_to_detached, sessionmaker
 from sqlalchemy.orm.attributes import set_committed_value
@@ -32,9 +32,8 @@ _CASE = select(Case).where(Case.id == bindparam("case_id"))
 # command's write) buys nothing: with it, `bench.run --only engine` at 4 clients did 2-33 %
 # more advances per second in 5 of 5 alternated pairs. Reports and lists keep the default
 # (their values are skewed).
-_CASE_LOCKED = _CASE.with_for_update(of=Case).add_columns(
-    func.set_config("plan_cache_mode", "force_generic_plan", True)
-)
+_GENERIC_PLANS = literal_column("set_config('plan_cache_mode', 'force_generic_plan', true)")
+_CASE_LOCKED = _CASE.with_for_update(of=Case).add_columns(_GENERIC_PLANS)
 
 
 _AUTOCOMMIT = {"isolation_level": "AUTOCOMMIT"}
@@ -44,7 +43,7 @@ _CASE_ROW = (
     .join_from(Case.__table__, Subject.__table__)
     .where(Case.__table__.c.id == bindparam("case_id"))
     .with_for_update(of=Case.__table__)
-    .add_columns(literal_column("set_config('plan_cache_mode', 'force_generic_plan', true)"))
+    .add_columns(_GENERIC_PLANS)
 )
 
 

@@ -160,6 +160,7 @@ def test_one_advance_is_three_statements_in_two_round_trips_on_postgresql(
         result = service.advance(cid, "request_determination", form, officer, at(DAY))
     assert [s.split()[0] for s in sent] == ["SELECT", "SELECT", "WITH"], sent
     assert "FOR UPDATE" in sent[0]  # the case row, locked
+    assert "set_config('plan_cache_mode', 'force_generic_plan', true)" in sent[0]
     assert "json_agg" in sent[1]  # documents and open deadlines, after the lock
     # the lock and the read (and BEGIN) in one round trip; the write on its own
     assert [s.endswith("[pipelined]") for s in sent] == [True, True, False]

@@ -72,7 +72,7 @@ _ACTIVE_DOCUMENTS = select(Document).where(
 _OPEN_DEADLINE_ROWS = (
     select(Deadline)
     .where(Deadline.case_id == bindparam("case_id"), Deadline.status == "open")
-    .order_by(Deadline.due_on)
+    .order_by(Deadline.due_on, Deadline.id)  # as _CASE_DETAILS orders them
 )
 _ALL_DOCUMENTS = (
     select(Document).where(Document.case_id == bindparam("case_id")).order_by(Document.id)

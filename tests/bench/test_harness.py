@@ -125,6 +125,12 @@ def test_quick_run_produces_every_section(tmp_path: Path) -> None:
             assert s[name][clients]["client_cpu_ms_per_op"] > 0
     for key in ("engine_to_floor_1", "engine_to_floor_4", "engine_to_spiff_1", "engine_to_spiff_4"):
         assert res["ratios"][key] > 0
+        # --quick measures each peer twice, alternated: both rounds' ratios are kept
+        assert len(res["ratios"][f"{key}_rounds"]) == res["throughput_rounds"] == 2
+    for name in ("floor", "engine", "spiff"):
+        for clients in ("1", "4"):
+            block = s[name][clients]
+            assert len(block["rounds"]) == 2 and block["per_s"] in block["rounds"]
     # the statements of one advance were counted: the case read (locked), ..., the case written
     sent = s["sql"]["statements"]
     assert s["sql"]["count"] == len(sent) >= 2, sent
@@ -140,3 +146,17 @@ def test_quick_run_produces_every_section(tmp_path: Path) -> None:
         assert sweep["processed"] == sweep["escalations"] == sweep["due"] > 0, sweep
     assert s["sweep"]["ratio_big_to_reference"] > 0
     assert all(s["report"][k] > 0 for k in ("commune", "province", "country"))
+
+
+def test_rounds_rotate_the_peers_and_report_the_median_one() -> None:
+    from bench.run import median_round, round_order
+
+    peers = ["floor", "engine", "spiff"]
+    orders = [round_order(peers, r) for r in range(3)]
+    assert orders == [peers, ["engine", "spiff", "floor"], ["spiff", "floor", "engine"]]
+    # each peer runs first once and follows each other peer once in three rounds
+    assert {o[0] for o in orders} == set(peers)
+    runs = [{"per_s": 300.0, "p99_ms": 9.0}, {"per_s": 100.0, "p99_ms": 90.0}, {"per_s": 200.0}]
+    assert median_round(runs) == {"per_s": 200.0, "rounds": [300.0, 100.0, 200.0]}
+    # an even count takes the lower middle one: a stall is never averaged in or out
+    assert median_round(runs[:2])["per_s"] == 100.0

@@ -340,12 +340,13 @@ def pool_size(rate_per_client: float, clients: int, seconds: float) -> int:
 
 # ------------------------------------------------------------------------------- sections
 def count_statements(db: Db, registry: Registry, case_id: int, form: dict) -> dict[str, Any]:
-    """The SQL statements one ``advance`` sends, and in how many round trips (``BEGIN`` and
-    ``COMMIT`` not counted).
+    """The SQL statements one ``advance`` sends (``BEGIN`` and ``COMMIT`` not counted), and
+    in how many round trips, its ``COMMIT``'s included.
 
     PostgreSQL: as the driver sends them (psycopg's ``Cursor.execute``: the engine sends some
-    past SQLAlchemy, in a pipeline); statements in one pipeline are one round trip. SQLite:
-    SQLAlchemy's ``before_cursor_execute``, one round trip each."""
+    past SQLAlchemy, in a pipeline); statements in one pipeline are one round trip, and a
+    ``COMMIT`` sent in one rides with them. SQLite: SQLAlchemy's ``before_cursor_execute``,
+    one round trip each (and the ``COMMIT``)."""
     import psycopg
 
     from workflow.actors import actor_for
@@ -357,24 +358,36 @@ def count_statements(db: Db, registry: Registry, case_id: int, form: dict) -> di
     with factory() as s:
         actor = actor_for(s, ACTOR)
     seen: list[tuple[str, int | None]] = []  # (statement, its pipeline's id)
+    commits: list[int | None] = []  # the pipeline each COMMIT was sent in
 
     def short(statement: str | bytes) -> str:
         text_ = statement if isinstance(statement, str) else statement.decode()
         return " ".join(text_.split())[:120]
 
+    def pipeline_of(connection: Any) -> int | None:
+        pipeline = connection._pipeline  # noqa: SLF001 - no public accessor
+        return None if pipeline is None else id(pipeline)
+
     if db.engine.dialect.name == "postgresql":
-        real = psycopg.Cursor.execute
+        real, real_commit = psycopg.Cursor.execute, psycopg.Connection.commit
 
         def execute(self, query, params=None, **kw):  # noqa: ANN001, ANN202
-            pipeline = self.connection._pipeline  # noqa: SLF001 - no public accessor
-            seen.append((short(query), None if pipeline is None else id(pipeline)))
+            seen.append((short(query), pipeline_of(self.connection)))
             return real(self, query, params, **kw)
 
+        def commit(self):  # noqa: ANN001, ANN202
+            commits.append(pipeline_of(self))
+            return real_commit(self)
+
         psycopg.Cursor.execute = execute  # type: ignore[method-assign]
+        psycopg.Connection.commit = commit  # type: ignore[method-assign]
         try:
             service.advance(case_id, TRANSITION, form, actor, _clock())
         finally:
             psycopg.Cursor.execute = real  # type: ignore[method-assign]
+            psycopg.Connection.commit = real_commit  # type: ignore[method-assign]
+        # SQLAlchemy's own commit comes last; after a pipelined one it sends nothing
+        commits = commits[:1]
     else:
 
         def record(conn, cursor, statement, parameters, context, executemany) -> None:  # noqa: ANN001
@@ -385,10 +398,13 @@ def count_statements(db: Db, registry: Registry, case_id: int, form: dict) -> di
             service.advance(case_id, TRANSITION, form, actor, _clock())
         finally:
             event.remove(db.engine, "before_cursor_execute", record)
+        commits = [None]
     pipelines = {pid for _, pid in seen if pid is not None}
+    alone = sum(pid is None for _, pid in seen) + sum(pid not in pipelines for pid in commits)
     return {
         "count": len(seen),
-        "round_trips": len(pipelines) + sum(pid is None for _, pid in seen),
+        "round_trips": len(pipelines) + alone,
+        "commit_pipelined": any(pid in pipelines for pid in commits),
         "statements": [statement for statement, _ in seen],
     }
 
@@ -818,7 +834,7 @@ def table(res: dict[str, Any]) -> str:
     if "sql" in s:
         sql = s["sql"]
         trips = sql.get("round_trips")
-        detail = "PostgreSQL" + (f", in {trips} round trips (+ COMMIT)" if trips else "")
+        detail = "PostgreSQL" + (f", in {trips} round trips, COMMIT included" if trips else "")
         rows.append(("  SQL statements / advance", str(sql["count"]), detail, ""))
     w = [max(len(x[i]) for x in rows) for i in range(4)] if rows else [0] * 4
     head = ("measure", "value", "detail", "goal")

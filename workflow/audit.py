@@ -16,7 +16,6 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import bindparam, insert, select, text, update
-from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import Session
 
 from workflow import rollup
@@ -147,14 +146,13 @@ _BODY_COLUMNS = tuple(c for c in _EVENTS.columns if c.name not in ("seq", "prev_
 _OUTBOX = OutboxMessage.__table__
 
 
-def _cast(column: Any) -> str:
-    return f"CAST(:{column.name} AS {column.type.compile(dialect=postgresql.dialect())})"
-
-
 _OUTBOX_VALUES = ", ".join("head.seq" if c.name == "audit_seq" else c.name for c in _OUTBOX.columns)
 
 
-# PostgreSQL: an event appended by one statement's data-modifying CTEs. ``head`` locks the chain
+# PostgreSQL: an event appended by one statement's data-modifying CTEs (its values typed by
+# the casts psycopg's dialect renders for typed parameters: :data:`PG_APPEND_PARAMETERS`; a
+# value longer than its column fails the statement, where a CAST to the column's type would
+# have cut it and left an event whose hash no longer verifies). ``head`` locks the chain
 # head (as SELECT … FOR UPDATE would: after a wait, the SET is evaluated on the row as the other
 # writer committed it), takes the next seq and computes the event's hash in the database,
 # sha256(prev_hash + before + seq + after) with the parts of :func:`hash_parts` (the same bytes
@@ -172,13 +170,21 @@ PG_APPEND_CTES = f"""head AS (
     RETURNING seq, prev_hash, hash
 ), new_event AS (
     INSERT INTO audit_events (seq, prev_hash, hash, {", ".join(c.name for c in _BODY_COLUMNS)})
-    SELECT head.seq, head.prev_hash, head.hash, {", ".join(_cast(c) for c in _BODY_COLUMNS)}
+    SELECT head.seq, head.prev_hash, head.hash, {", ".join(f":{c.name}" for c in _BODY_COLUMNS)}
     FROM head
 ), new_outbox AS (
     INSERT INTO outbox ({", ".join(c.name for c in _OUTBOX.columns)})
     SELECT {_OUTBOX_VALUES}
     FROM jsonb_populate_recordset(NULL::outbox, CAST(:outbox AS jsonb)) AS r, head
 ), {rollup.pg_counter_ctes("EXISTS (SELECT FROM head)").replace("{", "{{").replace("}", "}}")}"""
+# PostgreSQL: true when the database's UTF-8 bytes of the two hashed parts of an event are the
+# ones rehabflow hashes (the digest :func:`append_parameters` sends). What else the database
+# hashes is ASCII (the previous hash, the seq), so then its hash of the event is the one
+# :func:`chain_hash` computes: a check a statement can make before it writes, where
+# :func:`appended` checks after (a statement that commits with its write needs it before).
+PG_PARTS_HASHED_ALIKE = (
+    "encode(sha256(convert_to(:hash_before || :hash_after, 'UTF8')), 'hex') = :hash_parts_digest"
+)
 # the typed parameters of the event's columns (JSON and timestamps bound as the model does)
 PG_APPEND_PARAMETERS = tuple(bindparam(c.name, type_=c.type) for c in _BODY_COLUMNS)
 _APPEND = text(
@@ -194,19 +200,32 @@ def append_parameters(
     pending: the statement writes them)."""
     event.at = _normalise(event.at)
     params = {c.name: getattr(event, c.name) for c in _BODY_COLUMNS}
-    params["hash_before"], params["hash_after"] = hash_parts(event)
+    params["hash_before"], params["hash_after"] = before, after = hash_parts(event)
+    params["hash_parts_digest"] = hashlib.sha256((before + after).encode()).hexdigest()
     params["outbox"] = json.dumps(outbox or [], default=_iso, ensure_ascii=False)
     params.update(rollup.take_parameters(session))
     return params
 
 
-def appended(event: AuditEvent, seq: int, prev_hash: str, hash_: str) -> AuditEvent:
+def appended(
+    event: AuditEvent,
+    seq: int,
+    prev_hash: str,
+    hash_: str,
+    parts: tuple[str, str] | None = None,
+) -> AuditEvent:
     """Give ``event`` the seq and hashes the database gave it (:data:`PG_APPEND_CTES`), after
     checking that the database's hash is the one :func:`chain_hash` computes: a server that
     hashed other bytes would write a chain that no longer verifies, so the command fails
-    (AuditChainBroken, and its transaction is rolled back)."""
+    (AuditChainBroken, and its transaction is rolled back). ``parts``: the event's
+    :func:`hash_parts`, already made (the check then does not serialise the event again)."""
     event.seq, event.prev_hash, event.hash = seq, prev_hash, hash_
-    if chain_hash(prev_hash, event) != hash_:
+    if parts is None:
+        expected = chain_hash(prev_hash, event)
+    else:
+        before, after = parts
+        expected = hashlib.sha256(f"{prev_hash}{before}{seq}{after}".encode()).hexdigest()
+    if expected != hash_:
         raise AuditChainBroken(
             f"the database hashed audit event {seq} differently from rehabflow", seq=seq
         )

@@ -29,6 +29,7 @@ from workflow.actors import Actor
 from workflow.calendar import WorkingCalendar, business_date
 from workflow.definition import Action, DeadlineSpec, Definition, Notification, Transition
 from workflow.errors import (
+    AuditChainBroken,
     CaseNotFound,
     DocumentNotFound,
     GuardFailed,
@@ -161,7 +162,10 @@ _CASE_WRITES = (
 # PostgreSQL: everything a command writes in one statement with data-modifying CTEs: its case
 # row (the version-checked UPDATE; the count it returns is the version check), its deadline
 # rows, then its audit event, outbox rows and report counters (``audit.PG_APPEND_CTES``), all
-# written only if the case row matched. The started deadlines are one JSON array of rows with
+# written only if the case row matched, which it does only if the database hashes the event
+# as rehabflow does (``audit.PG_PARTS_HASHED_ALIKE``, also returned): both checks hold before
+# anything is written, so the statement can be sent with the commit
+# (``UnitOfWork.write_and_commit``). The started deadlines are one JSON array of rows with
 # every column but the id, as ``_deadline_row`` makes them (one text whatever their number, so
 # one compiled statement), inserted in the array's order. The case row is already locked
 # (``SELECT … FOR UPDATE``) and the chain head is taken last, so the head, which every writer
@@ -169,10 +173,11 @@ _CASE_WRITES = (
 _STARTED_COLUMNS = ", ".join(c.name for c in _DEADLINES.c if c.name != "id")
 _WRITE_COMMAND = text(
     f"""
-WITH updated_case AS (
+WITH hashed AS (SELECT {audit.PG_PARTS_HASHED_ALIKE} AS alike
+), updated_case AS (
     UPDATE cases SET {", ".join(f"{column} = :{column}" for _, column in _CASE_WRITES)},
         version = :version
-    WHERE id = :case_id AND version = :old_version
+    WHERE id = :case_id AND version = :old_version AND (SELECT alike FROM hashed)
     RETURNING id
 ), closed_deadlines AS (
     UPDATE deadlines
@@ -187,8 +192,8 @@ WITH updated_case AS (
     WHERE EXISTS (SELECT FROM updated_case)
     ORDER BY r.ordinality
 ), {audit.PG_APPEND_CTES.format(condition="EXISTS (SELECT FROM updated_case)")}
-SELECT (SELECT count(*) FROM updated_case), head.seq, head.prev_hash, head.hash
-FROM (VALUES (1)) AS one (x) LEFT JOIN head ON true
+SELECT (SELECT count(*) FROM updated_case), hashed.alike, head.seq, head.prev_hash, head.hash
+FROM hashed LEFT JOIN head ON true
 """
 ).bindparams(
     *(bindparam(column, type_=_CASES.c[column].type) for _, column in _CASE_WRITES),
@@ -603,6 +608,7 @@ class CaseService:
         *,
         notify: Action | None = None,
         previous: tuple[str, str] | None = None,
+        last: bool = False,
         **kwargs: Any,
     ) -> AuditEvent:
         """A command's writes once its checks passed: its loaded case as one version-checked
@@ -611,8 +617,11 @@ class CaseService:
         rows of ``notify`` (:meth:`_audit`) and its report counters; returns the event.
 
         PostgreSQL: one statement (:data:`_WRITE_COMMAND`; before it, a flush of what else the
-        session holds, e.g. a hand-over's subject row). SQLite: the deadline statements of
-        :meth:`_write_deadlines`, the case's, then :meth:`_audit`."""
+        session holds, e.g. a hand-over's subject row). ``last``: the command writes nothing
+        after it and nothing was written before it (no hand-over), so the statement goes with
+        the ``COMMIT`` in one round trip (``UnitOfWork.write_and_commit``): a failed check then
+        commits nothing. SQLite: the deadline statements of :meth:`_write_deadlines`, the
+        case's, then :meth:`_audit` (``last`` changes nothing)."""
         self._count_deadlines(uow, case, deadlines)
         params = self._case_parameters(case)
         # the case leaves the session, so no flush writes it (the object keeps the written
@@ -631,9 +640,19 @@ class CaseService:
         params.update(self._deadline_parameters(deadlines))
         params.update(audit.append_parameters(uow.session, event, rows))
         self._flush(uow, case.id)
-        updated, *appended = uow.session.execute(_WRITE_COMMAND, params).one()
+        if last and previous is None:
+            row = uow.write_and_commit(_WRITE_COMMAND, params)
+        else:
+            row = uow.session.execute(_WRITE_COMMAND, params).one()
+        updated, hashed_alike, *appended = row
+        if not hashed_alike:
+            raise AuditChainBroken(
+                "the database would hash the audit event differently from rehabflow;"
+                " nothing was written",
+                case_id=case.id,
+            )
         self._version_checked(updated, case)
-        return audit.appended(event, *appended)
+        return audit.appended(event, *appended, (params["hash_before"], params["hash_after"]))
 
     @staticmethod
     def _version_checked(updated: int, case: Case) -> None:
@@ -1167,6 +1186,7 @@ class CaseService:
                 f"transition:{t.key}",
                 notify=t,
                 previous=previous,
+                last=not idempotency_key,  # (with no hand-over: _write checks previous)
                 from_state=from_state,
                 to_state=dest.key,
                 data={k: _json_value(v) for k, v in form.items()},

@@ -137,6 +137,7 @@ def test_quick_run_produces_every_section(tmp_path: Path) -> None:
     assert sent[0].startswith("SELECT cases.") and any("UPDATE cases" in x for x in sent), sent
     # PostgreSQL: counted at the driver, so the pipelined lock and read are there too
     assert 1 <= s["sql"]["round_trips"] <= s["sql"]["count"]
+    assert s["sql"]["commit_pipelined"]  # the write and its COMMIT in one round trip
     http = s["http"]
     assert http["read"]["n"] > 0 and http["transition"]["n"] > 0, http
     assert http["requests_per_s"] > 0

@@ -452,3 +452,20 @@ class TestDatabaseHashing:
         event = service._event(SYSTEM, datetime.now(UTC), "admin.test", None, extra={"a": 1})
         with pytest.raises(AuditChainBroken, match="hashed audit event 1 differently"):
             audit.appended(event, 1, audit.GENESIS, "f" * 64)
+
+    def test_the_check_from_the_hash_parts_is_chain_hash(self, service) -> None:  # noqa: ANN001
+        """A command checks the database's hash from the parts it sent (not serialising the
+        event again): the same verdict as chain_hash, awkward text included."""
+        from workflow.actors import SYSTEM
+
+        for seq, extra in enumerate(self.AWKWARD, 7):
+            event = service._event(SYSTEM, datetime.now(UTC), "admin.test", None, extra=extra)
+            event.at = audit._normalise(event.at)
+            parts = audit.hash_parts(event)
+            event.seq = seq
+            good = audit.chain_hash(audit.GENESIS, event)
+            assert audit.appended(event, seq, audit.GENESIS, good, parts).hash == good
+            with pytest.raises(AuditChainBroken):
+                audit.appended(event, seq, audit.GENESIS, good[::-1], parts)
+            with pytest.raises(AuditChainBroken):  # the parts are another seq's
+                audit.appended(event, seq + 1, audit.GENESIS, good, parts)

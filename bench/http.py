@@ -7,6 +7,8 @@ threads for ``seconds``, each sending, one after the other, case reads
 (``POST /api/v1/cases/{id}/transitions/{key}``, each on a case not used before), over
 ``http.client`` with a new connection per request (gunicorn's sync workers close it anyway).
 The client threads share one process; at these rates they spend most of their time waiting.
+``open_loop`` sends the same mix at a set rate instead (requests arrive whether or not the
+earlier ones were answered, as users' do).
 """
 
 from __future__ import annotations
@@ -172,6 +174,78 @@ def load(
     for t in threads:
         t.join()
     return samples, time.perf_counter() - t0
+
+
+def open_loop(
+    port: int,
+    token: str,
+    read_ids: list[int],
+    write_ids: Iterator[int],
+    transition: str,
+    form: dict[str, Any],
+    *,
+    rate: float,
+    seconds: float,
+    write_share: float = 0.2,
+    seed: int = 7,
+    threads: int = 48,
+) -> tuple[Samples, float, int]:
+    """The same mix sent at a set rate (open loop): arrivals on a Poisson schedule of
+    ``rate`` requests per second for ``seconds``, sent by ``threads`` threads (more than
+    are ever in flight at rates the server keeps up with). A request's latency counts from
+    the time it was due, not from when a thread got to send it, so a server that falls
+    behind shows it (no coordinated omission). (samples by kind, wall seconds, requests
+    sent late by more than 10 ms: a sign the load generator, not the server, lagged.)"""
+    rng = random.Random(seed)
+    due: list[float] = []
+    t = 0.0
+    while True:
+        t += rng.expovariate(rate)
+        if t >= seconds:
+            break
+        due.append(t)
+    kinds = [rng.random() < write_share for _ in due]
+    picks = [rng.choice(read_ids) for _ in due]
+    samples = Samples()
+    lock = threading.Lock()
+    next_index = iter(range(len(due)))
+    late = 0
+    start = time.perf_counter() + 0.05
+
+    def sender() -> None:
+        nonlocal late
+        while True:
+            with lock:
+                i = next(next_index, None)
+                case_id = next(write_ids, None) if i is not None and kinds[i] else None
+            if i is None:
+                return
+            at = start + due[i]
+            wait = at - time.perf_counter()
+            if wait > 0:
+                time.sleep(wait)
+            elif wait < -0.01:
+                with lock:
+                    late += 1
+            if case_id is not None:
+                kind, method, body = "transition", "POST", {"data": form}
+                path: str = f"/api/v1/cases/{case_id}/transitions/{transition}"
+            else:
+                kind, method, body = "read", "GET", None
+                path = f"/api/v1/cases/{picks[i]}"
+            try:
+                status, _ = request(port, method, path, token, body)
+            except OSError:
+                status = 599
+            with lock:
+                samples.add(kind, time.perf_counter() - at, status)
+
+    workers = [threading.Thread(target=sender) for _ in range(threads)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    return samples, time.perf_counter() - start, late
 
 
 def timed_gets(port: int, token: str, paths: list[str]) -> tuple[list[float], dict[str, int]]:

@@ -362,7 +362,7 @@ def count_statements(db: Db, registry: Registry, case_id: int, form: dict) -> di
 
     def short(statement: str | bytes) -> str:
         text_ = statement if isinstance(statement, str) else statement.decode()
-        return " ".join(text_.split())[:120]
+        return " ".join(text_.split())[:240]
 
     def pipeline_of(connection: Any) -> int | None:
         pipeline = connection._pipeline  # noqa: SLF001 - no public accessor
@@ -666,7 +666,10 @@ def http_section(
         )
     warm_up(db.engine, read_ids)
     out: dict[str, Any] = {}
-    writes = gen.make_pool(db.engine, registry, int(60 * plan.http_seconds) + 50, now)
+    # fresh cases for the transitions of both loads (a fifth of up to ~800 req/s, then of
+    # half that): a load that runs out sends reads instead, and says so
+    writes = gen.make_pool(db.engine, registry, int(250 * plan.http_seconds) + 100, now)
+    write_ids = iter(writes)
     settle(db.engine)
     with (
         tempfile.TemporaryDirectory(prefix="rfbench-http-") as tmp,
@@ -677,7 +680,7 @@ def http_section(
                 server.port,
                 token,
                 read_ids,
-                iter(writes),
+                write_ids,
                 TRANSITION,
                 form,
                 clients=plan.http_clients,
@@ -693,6 +696,29 @@ def http_section(
                 "errors": samples.errors,
                 "workers": 2,
             }
+            # the same mix at half that throughput, arriving on a schedule (open loop)
+            rate = max(total / wall / 2, 10.0)
+            samples, wall, late = bhttp.open_loop(
+                server.port,
+                token,
+                read_ids,
+                write_ids,
+                TRANSITION,
+                form,
+                rate=rate,
+                seconds=plan.http_seconds,
+            )
+            total = sum(len(v) for v in samples.ok.values())
+            out["http_open"] = {
+                "offered_per_s": round(rate, 1),
+                "requests_per_s": round(total / wall, 1),
+                "seconds": round(wall, 2),
+                "read": quantiles(samples.ok.get("read", [])),
+                "transition": quantiles(samples.ok.get("transition", [])),
+                "errors": samples.errors,
+                "sent_late": late,
+            }
+            out["http"]["ran_out_of_cases"] = next(write_ids, None) is None
         if "list" in which:
             d = registry.in_force(gen.KEY, now.date())
             states = [s for s in d.states if s != "closed"]
@@ -788,8 +814,23 @@ def table(res: dict[str, Any]) -> str:
                 f"{h['requests_per_s']:.0f} req/s",
                 f"read p50 {h['read']['p50_ms']} / p99 {h['read']['p99_ms']} ms; "
                 f"transition p50 {h['transition']['p50_ms']} / p99 {h['transition']['p99_ms']} ms"
-                + (f"; errors {h['errors']}" if h["errors"] else ""),
+                + (f"; errors {h['errors']}" if h["errors"] else "")
+                + ("; ran out of cases" if h.get("ran_out_of_cases") else ""),
                 "read p99 < 50, transition p99 < 100",
+            )
+        )
+    ho = s.get("http_open")
+    if ho:
+        rows.append(
+            (
+                f"5 HTTP open loop, {ho['offered_per_s']:.0f} req/s offered",
+                f"{ho['requests_per_s']:.0f} req/s",
+                f"read p50 {ho['read']['p50_ms']} / p99 {ho['read']['p99_ms']} ms; "
+                f"transition p50 {ho['transition']['p50_ms']} / "
+                f"p99 {ho['transition']['p99_ms']} ms (half the closed loop's throughput)"
+                + (f"; errors {ho['errors']}" if ho["errors"] else "")
+                + (f"; {ho['sent_late']} sent > 10 ms late" if ho["sent_late"] else ""),
+                "",
             )
         )
     sw = s.get("sweep")

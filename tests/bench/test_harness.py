@@ -141,6 +141,12 @@ def test_quick_run_produces_every_section(tmp_path: Path) -> None:
     http = s["http"]
     assert http["read"]["n"] > 0 and http["transition"]["n"] > 0, http
     assert http["requests_per_s"] > 0
+    # the same mix at half that rate, on a schedule: both kinds answered, nothing failed
+    http_open = s["http_open"]
+    offered = http_open["offered_per_s"]
+    assert offered == 10.0 or abs(offered - http["requests_per_s"] / 2) <= 0.1, http_open
+    assert http_open["read"]["n"] > 0 and http_open["transition"]["n"] > 0, http_open
+    assert not http_open["errors"] and not http["errors"]
     assert s["list"]["n"] > 0 and not s["list"]["errors"], s["list"]
     for which in ("reference", "big"):
         sweep = s["sweep"][which]

@@ -487,7 +487,7 @@ def embedded(registry: Registry, plan: Plan, templates: list, now: datetime) -> 
         url = f"sqlite:///{path}"
         engine = make_engine(url)
         gen.load(engine, registry, templates, plan.sqlite_cases, now)
-        n = pool_size(900, 1, plan.seconds)
+        n = pool_size(1500, 1, plan.seconds)  # the engine did 947/s here
         ids = gen.make_pool(engine, registry, n + 2000, now)
         conf = {
             "conninfo": str(path),

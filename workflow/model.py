@@ -136,7 +136,8 @@ class Case(Base):
 
     __mapper_args__ = {"version_id_col": version}
     __table_args__ = (
-        Index("ix_cases_unit_state", "unit_code", "state"),
+        # a commune's cases in a state, newest first: the case list (migration 0008)
+        Index("ix_cases_unit_state", "unit_code", "state", "id"),
         Index(  # the reports: when the closed cases were closed (migration 0006)
             "ix_cases_closed",
             "id",

@@ -441,7 +441,7 @@ def throughput(
     conf = {"conninfo": db.conninfo, "url": db.url, "actor": actor, "form": form}
     rounds = plan.rounds
     # fresh cases (workflows) per measurement, for more than the fastest rate seen per client
-    # (engine 557/s alone, 191/s each of 4; Spiff 471/s and 216/s): a client that runs out
+    # (engine 728/s alone, 295/s each of 4; Spiff 488/s and 221/s): a client that runs out
     # stops early, and the table says so
     sizes = {1: pool_size(1000, 1, plan.seconds), 4: pool_size(400, 4, plan.seconds)}
     spiff_sizes = {1: pool_size(900, 1, plan.seconds), 4: pool_size(400, 4, plan.seconds)}

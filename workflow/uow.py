@@ -78,7 +78,7 @@ def _loaders(dialect: Dialect) -> tuple[tuple[tuple[str, Callable | None], ...],
 def _detached(model: type, loaders: tuple, values: tuple) -> Any:
     """An instance as if loaded from the database (no history), not yet in a session: the
     values go straight into the new instance's ``__dict__``, as the ORM's own loading puts
-    them (``set_committed_value`` per column cost 0.02 ms more per command, measured), and
+    them (``set_committed_value`` per column cost 0.03 ms more per command, measured), and
     ``make_transient_to_detached`` gives it its identity and marks them all committed."""
     obj = model.__mapper__.class_manager.new_instance()
     obj.__dict__.update(

@@ -124,13 +124,48 @@ class Samples:
             self.errors[key] = self.errors.get(key, 0) + 1
 
 
+@dataclass
+class Mix:
+    """What both loads send: case reads of ``read_ids`` and transitions ``transition`` (with
+    ``form``) on fresh cases taken from ``write_ids`` (shared between threads and loads)."""
+
+    port: int
+    token: str
+    read_ids: list[int]
+    write_ids: Iterator[int]
+    transition: str
+    form: dict[str, Any]
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def fresh_case(self) -> int | None:
+        """The next case for a transition; None once they ran out (a read is sent then)."""
+        with self.lock:
+            return next(self.write_ids, None)
+
+    def send(self, write_case: int | None, read_case: int) -> tuple[str, int]:
+        """A transition on ``write_case``, or else a read of ``read_case``: (kind, status)."""
+        if write_case is not None:
+            kind, method, body = "transition", "POST", {"data": self.form}
+            path = f"/api/v1/cases/{write_case}/transitions/{self.transition}"
+        else:
+            kind, method, body, path = "read", "GET", None, f"/api/v1/cases/{read_case}"
+        try:
+            status, _ = request(self.port, method, path, self.token, body)
+        except OSError:
+            status = 599
+        return kind, status
+
+
+def _run_threads(target: Any, n: int) -> None:
+    threads = [threading.Thread(target=target, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+
 def load(
-    port: int,
-    token: str,
-    read_ids: list[int],
-    write_ids: Iterator[int],
-    transition: str,
-    form: dict[str, Any],
+    mix: Mix,
     *,
     clients: int = 16,
     seconds: float = 20.0,
@@ -140,49 +175,24 @@ def load(
     """Run the mixed load; (samples by kind, wall seconds)."""
     samples = Samples()
     lock = threading.Lock()
-    ids_lock = threading.Lock()
     stop = time.monotonic() + seconds
 
     def client(n: int) -> None:
         rng = random.Random(seed + n)
         while time.monotonic() < stop:
-            write = rng.random() < write_share
-            if write:
-                with ids_lock:
-                    case_id = next(write_ids, None)
-                if case_id is None:
-                    write = False
-            if write:
-                kind, method = "transition", "POST"
-                path = f"/api/v1/cases/{case_id}/transitions/{transition}"
-                body: Any = {"data": form}
-            else:
-                kind, method, body = "read", "GET", None
-                path = f"/api/v1/cases/{rng.choice(read_ids)}"
+            write = mix.fresh_case() if rng.random() < write_share else None
             t0 = time.perf_counter()
-            try:
-                status, _ = request(port, method, path, token, body)
-            except OSError:
-                status = 599
+            kind, status = mix.send(write, rng.choice(mix.read_ids))
             with lock:
                 samples.add(kind, time.perf_counter() - t0, status)
 
-    threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
     t0 = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    _run_threads(client, clients)
     return samples, time.perf_counter() - t0
 
 
 def open_loop(
-    port: int,
-    token: str,
-    read_ids: list[int],
-    write_ids: Iterator[int],
-    transition: str,
-    form: dict[str, Any],
+    mix: Mix,
     *,
     rate: float,
     seconds: float,
@@ -204,22 +214,22 @@ def open_loop(
         if t >= seconds:
             break
         due.append(t)
-    kinds = [rng.random() < write_share for _ in due]
-    picks = [rng.choice(read_ids) for _ in due]
+    writes = [rng.random() < write_share for _ in due]
+    reads = [rng.choice(mix.read_ids) for _ in due]
     samples = Samples()
     lock = threading.Lock()
     next_index = iter(range(len(due)))
     late = 0
     start = time.perf_counter() + 0.05
 
-    def sender() -> None:
+    def sender(_: int) -> None:
         nonlocal late
         while True:
             with lock:
                 i = next(next_index, None)
-                case_id = next(write_ids, None) if i is not None and kinds[i] else None
             if i is None:
                 return
+            write = mix.fresh_case() if writes[i] else None
             at = start + due[i]
             wait = at - time.perf_counter()
             if wait > 0:
@@ -227,24 +237,11 @@ def open_loop(
             elif wait < -0.01:
                 with lock:
                     late += 1
-            if case_id is not None:
-                kind, method, body = "transition", "POST", {"data": form}
-                path: str = f"/api/v1/cases/{case_id}/transitions/{transition}"
-            else:
-                kind, method, body = "read", "GET", None
-                path = f"/api/v1/cases/{picks[i]}"
-            try:
-                status, _ = request(port, method, path, token, body)
-            except OSError:
-                status = 599
+            kind, status = mix.send(write, reads[i])
             with lock:
                 samples.add(kind, time.perf_counter() - at, status)
 
-    workers = [threading.Thread(target=sender) for _ in range(threads)]
-    for w in workers:
-        w.start()
-    for w in workers:
-        w.join()
+    _run_threads(sender, threads)
     return samples, time.perf_counter() - start, late
 
 

@@ -647,6 +647,18 @@ def warm_up(engine: Engine, case_ids: list[int]) -> None:
             conn.execute(text(sql), {"ids": case_ids})
 
 
+def http_figures(samples: Any, wall: float) -> dict[str, Any]:
+    """Throughput and latencies by kind of one HTTP load (``bench.http.Samples``)."""
+    total = sum(len(v) for v in samples.ok.values())
+    return {
+        "seconds": round(wall, 2),
+        "requests_per_s": round(total / wall, 1),
+        "read": quantiles(samples.ok.get("read", [])),
+        "transition": quantiles(samples.ok.get("transition", [])),
+        "errors": samples.errors,
+    }
+
+
 def http_section(
     db: Db, registry: Registry, plan: Plan, now: datetime, which: set[str]
 ) -> dict[str, Any]:
@@ -676,46 +688,19 @@ def http_section(
         bhttp.Server(db.url, Path(tmp)) as server,
     ):
         if "http" in which:
-            samples, wall = bhttp.load(
-                server.port,
-                token,
-                read_ids,
-                write_ids,
-                TRANSITION,
-                form,
-                clients=plan.http_clients,
-                seconds=plan.http_seconds,
-            )
-            total = sum(len(v) for v in samples.ok.values())
+            mix = bhttp.Mix(server.port, token, read_ids, write_ids, TRANSITION, form)
+            samples, wall = bhttp.load(mix, clients=plan.http_clients, seconds=plan.http_seconds)
             out["http"] = {
                 "clients": plan.http_clients,
-                "seconds": round(wall, 2),
-                "requests_per_s": round(total / wall, 1),
-                "read": quantiles(samples.ok.get("read", [])),
-                "transition": quantiles(samples.ok.get("transition", [])),
-                "errors": samples.errors,
+                **http_figures(samples, wall),
                 "workers": 2,
             }
             # the same mix at half that throughput, arriving on a schedule (open loop)
-            rate = max(total / wall / 2, 10.0)
-            samples, wall, late = bhttp.open_loop(
-                server.port,
-                token,
-                read_ids,
-                write_ids,
-                TRANSITION,
-                form,
-                rate=rate,
-                seconds=plan.http_seconds,
-            )
-            total = sum(len(v) for v in samples.ok.values())
+            rate = max(out["http"]["requests_per_s"] / 2, 10.0)
+            samples, wall, late = bhttp.open_loop(mix, rate=rate, seconds=plan.http_seconds)
             out["http_open"] = {
                 "offered_per_s": round(rate, 1),
-                "requests_per_s": round(total / wall, 1),
-                "seconds": round(wall, 2),
-                "read": quantiles(samples.ok.get("read", [])),
-                "transition": quantiles(samples.ok.get("transition", [])),
-                "errors": samples.errors,
+                **http_figures(samples, wall),
                 "sent_late": late,
             }
             out["http"]["ran_out_of_cases"] = next(write_ids, None) is None

@@ -171,10 +171,7 @@ def test_one_advance_is_three_statements_and_its_commit_in_two_round_trips_on_po
 ) -> None:
     if engine.dialect.name != "postgresql":
         pytest.skip("the round trips counted are PostgreSQL's (SQLite keeps one per table)")
-    cid = drive.open(DAY).case_id
-    drive.attach(cid, ["determination_request"], DAY)
-    form = drive.form(cid, "request_determination", DAY)
-    officer = drive.actor_for(drive.definition(cid).transitions["request_determination"])
+    cid, form, officer = _ready_for_determination(drive)
     with statements(engine) as sent:
         result = service.advance(cid, "request_determination", form, officer, at(DAY))
     assert [s.split()[0] for s in sent] == ["SELECT", "SELECT", "WITH", "COMMIT"], sent

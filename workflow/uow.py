@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session, make_transient_to_detached, sessionmaker
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlalchemy.orm.util import identity_key
 from sqlalchemy.sql.compiler import Compiled
-from sqlalchemy.sql.elements import TextClause
+from sqlalchemy.sql.elements import ClauseElement, TextClause
 
 from workflow import rollup
 from workflow.db import read_only_transaction
@@ -49,12 +49,6 @@ _CASE_ROW = (
     .with_for_update(of=Case.__table__)
     .add_columns(_GENERIC_PLANS)
 )
-
-
-@lru_cache(maxsize=32)  # per dialect: one or two per process (tests make many)
-def _driver_sql(statement: Any, dialect: Dialect) -> str:
-    """A statement as the driver takes it (``%(name)s`` parameters), compiled once."""
-    return str(statement.compile(dialect=dialect))
 
 
 @lru_cache(maxsize=32)  # per dialect: one or two per process (tests make many)
@@ -95,9 +89,10 @@ class _DriverStatement(NamedTuple):
 
 
 @lru_cache(maxsize=32)  # per statement and dialect: a few per process (tests make many)
-def _for_driver(statement: TextClause, dialect: Dialect) -> _DriverStatement:
-    """A statement compiled once for the driver, with the bind processors of its typed
-    parameters (JSON, timestamps…): what SQLAlchemy's own execution would apply."""
+def _for_driver(statement: ClauseElement, dialect: Dialect) -> _DriverStatement:
+    """A statement compiled once for the driver (``compiled.string``, with ``%(name)s``
+    parameters), with the bind processors of its typed parameters (JSON, timestamps…): what
+    SQLAlchemy's own execution would apply."""
     compiled = statement.compile(dialect=dialect)
     processors = {}
     for name, bind in compiled.binds.items():
@@ -196,12 +191,12 @@ class UnitOfWork:
         dialect = connection.dialect
         raw = connection.connection.driver_connection
         params = {"case_id": case_id}
-        sql = _driver_sql(_CASE_ROW, dialect)
+        sql = _for_driver(_CASE_ROW, dialect).compiled.string
         with _driver_errors(connection, sql), raw.pipeline():
             locked = raw.cursor()
             locked.execute(sql, params, prepare=True)
             read = raw.cursor()
-            read.execute(_driver_sql(then, dialect), params, prepare=True)
+            read.execute(_for_driver(then, dialect).compiled.string, params, prepare=True)
             row = locked.fetchone()
             then_row = read.fetchone()
         if row is None:

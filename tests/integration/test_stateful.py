@@ -483,9 +483,12 @@ class CaseServiceMachine(RuleBasedStateMachine):
     @precondition(lambda self: self.cases)
     @rule(data=st.data(), steps=st.integers(1, 8))
     def walk_forward(self, data: st.DataObject, steps: int) -> None:
-        """Several valid steps in a row on one case, so that 30 steps reach deep states."""
+        """Several valid steps in a row on one case, so that 30 steps reach deep states, with
+        now and then an activity of the state on the way (so every run records some)."""
         case = self.pick_case(data.draw)
         for _ in range(steps):
+            if data.draw(st.integers(0, 2)) == 0:  # the work done in a state, between its steps
+                self.activity_of_the_state(case, data.draw, valid=True)
             self.progress(case, data.draw, valid=True)
 
     @precondition(lambda self: self.cases)
@@ -515,19 +518,30 @@ class CaseServiceMachine(RuleBasedStateMachine):
         form = draw(st.sampled_from([{}, {}, {"bogus_field": 1}]))
         self.do_advance(case, key, form, SYSTEM, self.expected_version(case, draw))
 
+    def activity_of_the_state(self, case: CaseModel, draw: Any, *, valid: bool) -> None:
+        """One of the activities the case's state offers, by an agency that may record it, its
+        documents (mostly) attached, with a valid form (or, when not ``valid``, sometimes not)."""
+        options = case.d.activities_in(case.state)
+        if not options:
+            return
+        act = case.d.activities[draw(st.sampled_from([a.key for a in options]))]
+        actor = self.permitted_actor(act, draw)
+        self.attach_missing(case, act, actor, draw, all_of=valid)
+        how = (
+            "valid"
+            if valid
+            else draw(st.sampled_from(["valid"] * 8 + ["bad_value", "unknown_field"]))
+        )
+        form = mutate(self.form(case, act, draw), act, how, draw)
+        expected = case.version if valid else self.expected_version(case, draw)
+        self.do_activity(case, act.key, form, actor, expected)
+
     @precondition(lambda self: any(c.d.activities_in(c.state) for c in self.cases.values()))
     @rule(data=st.data())
     def record_activity_of_the_state(self, data: st.DataObject) -> None:
         draw = data.draw
         ready = sorted(c.id for c in self.cases.values() if c.d.activities_in(c.state))
-        case = self.cases[draw(st.sampled_from(ready))]
-        options = case.d.activities_in(case.state)
-        act = case.d.activities[draw(st.sampled_from([a.key for a in options]))]
-        actor = self.permitted_actor(act, draw)
-        self.attach_missing(case, act, actor, draw)
-        how = draw(st.sampled_from(["valid"] * 8 + ["bad_value", "unknown_field"]))
-        form = mutate(self.form(case, act, draw), act, how, draw)
-        self.do_activity(case, act.key, form, actor, self.expected_version(case, draw))
+        self.activity_of_the_state(self.cases[draw(st.sampled_from(ready))], draw, valid=False)
 
     @precondition(lambda self: self.cases)
     @rule(data=st.data())

@@ -1,12 +1,13 @@
 """Profile the engine's hot path: ``CaseService.advance`` on fresh cases.
 
-    python -m bench.profile [--database-url URL] [--cases 300] [--top 30] [--pyinstrument]
+    python -m bench.profile [--database-url URL] [--cases 300] [--top 30] [--pyinstrument|--cpu]
     python -m bench.profile --compare OLD_TREE [--rounds 3] [--database-url URL]
 
 Fills a private PostgreSQL schema (or, with ``sqlite``, a temporary SQLite file) with
 ``--cases`` pool cases through ``bench.generate``, fires ``request_determination`` on each
 under cProfile (or pyinstrument), and prints the mean time of one advance and the functions
-that cost the most. ``--no-profile`` only times (what before/after comparisons use).
+that cost the most (with ``--cpu``, their CPU time: the waits on the server drop out).
+``--no-profile`` only times (what before/after comparisons use).
 
 ``--compare OLD_TREE`` measures before/after in one run: ``OLD_TREE`` holds the ``workflow``
 package of an earlier commit (``git archive <commit> workflow | tar -x -C DIR``), and
@@ -47,6 +48,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--top", type=int, default=30)
     p.add_argument("--pyinstrument", action="store_true")
     p.add_argument("--no-profile", action="store_true")
+    p.add_argument(
+        "--cpu", action="store_true", help="cProfile on CPU time: waits on the server drop out"
+    )
     p.add_argument("--json", action="store_true", help="print the timing as JSON")
     p.add_argument("--compare", type=Path, default=None, help="tree of the old workflow package")
     p.add_argument("--against", type=Path, default=None, help="new tree (default: this one)")
@@ -84,7 +88,7 @@ def _profile(engine, registry: Registry, now: datetime, args: argparse.Namespace
         prof = Profiler(interval=0.0002)
         prof.start()
     elif not args.no_profile:
-        prof = cProfile.Profile()
+        prof = cProfile.Profile(time.process_time) if args.cpu else cProfile.Profile()
         prof.enable()
     for cid in ids[20:]:
         t0 = time.perf_counter()

@@ -30,6 +30,7 @@ import os
 import platform
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -296,12 +297,29 @@ def _client(
         out.put(("error", repr(exc), 0.0, [], False, 0.0))
 
 
+def busy_cpu_seconds() -> float | None:
+    """The CPU time the whole machine has spent busy (every core, every process, the kernel),
+    from ``/proc/stat``; None where there is no such file."""
+    try:
+        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    except OSError:
+        return None
+    # user nice system idle iowait irq softirq steal ...: all but idle and iowait
+    ticks = sum(int(x) for i, x in enumerate(fields[:8]) if i not in (3, 4))
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
 def drive(
     kind: str, conf: dict, ids: list[int], clients: int, seconds: float, *, cycle: bool = False
 ) -> dict[str, Any]:
-    """``clients`` processes, each with its own slice of ``ids``; throughput and latencies."""
+    """``clients`` processes, each with its own slice of ``ids``; throughput and latencies.
+
+    Besides the clients' own CPU time, the machine's busy CPU time over the timed loops is
+    counted per operation: on a machine where the database runs beside the clients and
+    nothing else runs, that is the whole cost of an operation (client, server, WAL, kernel),
+    which is what bounds the throughput once the cores are saturated."""
     ctx = mp.get_context("spawn")
-    barrier = ctx.Barrier(clients)
+    barrier = ctx.Barrier(clients + 1)  # and this process, to start counting the machine's CPU
     out = ctx.Queue()
     per = len(ids) // clients
     procs = [
@@ -313,7 +331,11 @@ def drive(
     ]
     for p in procs:
         p.start()
+    with contextlib.suppress(threading.BrokenBarrierError):  # a client failed: it says why
+        barrier.wait(timeout=600)
+    busy0 = busy_cpu_seconds()
     results = [out.get(timeout=600) for _ in procs]
+    busy1 = busy_cpu_seconds()
     for p in procs:
         p.join(timeout=60)
     errors = [r[1] for r in results if r[0] == "error"]
@@ -331,6 +353,9 @@ def drive(
         "ran_out_of_cases": any(r[4] for r in results),
         # CPU per operation of the clients' own processes (their timed loop)
         "client_cpu_ms_per_op": round(sum(r[5] for r in results) / ops * 1000, 3) if ops else None,
+        "machine_cpu_ms_per_op": (
+            round((busy1 - busy0) / ops * 1000, 3) if ops and busy0 is not None else None
+        ),
     }
 
 
@@ -748,9 +773,11 @@ def summarise(res: dict[str, Any]) -> None:
 
 
 def cpu_detail(block: dict[str, Any]) -> str:
-    """The client's CPU time of one operation (the database server's is not in it)."""
+    """The CPU time of one operation: the client's, and the machine's (client, server, kernel)."""
     client = block.get("client_cpu_ms_per_op")
-    return "" if client is None else f"; client CPU/op {client} ms"
+    machine = block.get("machine_cpu_ms_per_op")
+    out = "" if client is None else f"; client CPU/op {client} ms"
+    return out + ("" if machine is None else f", machine {machine} ms")
 
 
 def rounds_detail(block: dict[str, Any]) -> str:

@@ -123,6 +123,9 @@ def test_quick_run_produces_every_section(tmp_path: Path) -> None:
             _positive(s[name][clients])
             assert s[name][clients]["clients"] == int(clients)
             assert s[name][clients]["client_cpu_ms_per_op"] > 0
+            # the machine's busy time holds the clients' own (its clock ticks are coarser)
+            machine = s[name][clients]["machine_cpu_ms_per_op"]
+            assert machine >= 0.8 * s[name][clients]["client_cpu_ms_per_op"]
     for key in ("engine_to_floor_1", "engine_to_floor_4", "engine_to_spiff_1", "engine_to_spiff_4"):
         assert res["ratios"][key] > 0
         # --quick measures each peer twice, alternated: both rounds' ratios are kept
@@ -167,3 +170,18 @@ def test_rounds_rotate_the_peers_and_report_the_median_one() -> None:
     assert median_round(runs) == {"per_s": 200.0, "rounds": [300.0, 100.0, 200.0]}
     # an even count takes the lower middle one: a stall is never averaged in or out
     assert median_round(runs[:2])["per_s"] == 100.0
+
+
+def test_the_machines_busy_time_counts_this_process_work() -> None:
+    import time
+
+    from bench.run import busy_cpu_seconds
+
+    if busy_cpu_seconds() is None:
+        pytest.skip("no /proc/stat here")
+    t0 = busy_cpu_seconds()
+    end = time.process_time() + 0.3
+    while time.process_time() < end:  # 0.3 s of this process's CPU
+        pass
+    t1 = busy_cpu_seconds()
+    assert t1 - t0 >= 0.25  # the work, whatever else the machine did meanwhile

@@ -624,9 +624,11 @@ class CaseService:
         case's, then :meth:`_audit` (``last`` changes nothing)."""
         self._count_deadlines(uow, case, deadlines)
         params = self._case_parameters(case)
-        # the case leaves the session, so no flush writes it (the object keeps the written
-        # values, and the new version once written, for the result)
-        uow.session.expunge(case)
+        # the case leaves the session (on PostgreSQL it was never in it: lock_case_and_read),
+        # so no flush writes it (the object keeps the written values, and the new version
+        # once written, for the result)
+        if case in uow.session:
+            uow.session.expunge(case)
         if uow.dialect != "postgresql":
             self._write_deadlines(uow, deadlines)
             self._version_checked(uow.session.execute(_UPDATE_CASE, params).rowcount, case)
@@ -1254,6 +1256,7 @@ class CaseService:
         unit = units.get(target)
         case.unit_code = target
         case.province_code = unit.province_code if unit else case.province_code
+        uow.session.add(case.subject)  # written by the session's flush (not the case)
         case.subject.unit_code = target
         new = (case.unit_code, case.province_code)
         rollup.move_case(uow.session, rollup.pending(uow.session), case.id, previous, new)

@@ -140,6 +140,7 @@ class UnitOfWork:
         self.read_only = read_only
         self.autocommit = autocommit
         self.committed = False  # by write_and_commit
+        self._locked: dict[int, Case] = {}  # PostgreSQL: by lock_case_and_read, outside the session
 
     def __enter__(self) -> UnitOfWork:
         self._token = read_only_transaction.set(self.read_only)
@@ -181,12 +182,17 @@ class UnitOfWork:
         PostgreSQL: both statements and the transaction's ``BEGIN`` go in one round trip (the
         driver's pipeline); they still run one after the other, so ``then`` takes its snapshot
         once the lock is held. The case and its subject are built from the row without the
-        ORM's loading (0.2–0.3 ms of CPU per command, measured) and put in the session as if
-        loaded. SQLite, or a case the session holds already: the two statements."""
+        ORM's loading (0.2–0.3 ms of CPU per command, measured), as if loaded, and are left
+        out of the session: a command writes its case with its own statement, not through
+        the session (add a row it changes otherwise, as a hand-over does its subject); the
+        unit of work keeps the case, and locking it again gives that instance back.
+        SQLite, or a case the session holds already: the two statements."""
         if self.dialect != "postgresql" or identity_key(Case, case_id) in self.session.identity_map:
             # (a case this unit of work holds already keeps its one instance)
             case = self.get_case(case_id, for_update=True)
             return case, self.session.execute(then, {"case_id": case_id}).one()
+        if (held := self._locked.get(case_id)) is not None:  # its row lock is held already
+            return held, self.session.execute(then, {"case_id": case_id}).one()
         connection = self.session.connection()
         dialect = connection.dialect
         raw = connection.connection.driver_connection
@@ -206,7 +212,7 @@ class UnitOfWork:
         case = _detached(Case, case_loaders, row[:n])
         subject = _detached(Subject, subject_loaders, row[n : n + len(subject_loaders)])
         set_committed_value(case, "subject", subject)
-        self.session.add(case)
+        self._locked[case_id] = case
         return case, then_row
 
     def write_and_commit(self, statement: TextClause, params: dict[str, Any]) -> Any:

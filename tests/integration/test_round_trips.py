@@ -543,8 +543,9 @@ def test_the_case_page_reads_the_same_on_both_databases(
 def test_a_case_locked_twice_in_one_unit_of_work_is_one_instance(
     engine: Engine, service: CaseService, drive: Driver
 ) -> None:
-    """The pipelined locking read builds its case outside the ORM's loading; a unit of work
-    that holds the case already gets that same instance back (and its documents)."""
+    """The pipelined locking read builds its case outside the ORM's loading (and, on
+    PostgreSQL, outside the session); a unit of work that holds the case already gets that
+    same instance back (and its documents)."""
     cid = drive.open(DAY).case_id
     drive.attach(cid, ["determination_request"], DAY)
     officer = drive.actors.get("commune_police", "officer")
@@ -553,4 +554,6 @@ def test_a_case_locked_twice_in_one_unit_of_work_is_one_instance(
         again, docs_again, _ = service._locked_case(uow, cid, officer)
         assert again is first and first.subject is again.subject
         assert [d.type for d in docs] == [d.type for d in docs_again] == ["determination_request"]
-        assert first in uow.session and first.subject.full_name == "Trần Văn Bình"
+        assert first.subject.full_name == "Trần Văn Bình"
+        # a command writes its case with its own statement: no flush of the session may
+        assert (first in uow.session) is (uow.dialect != "postgresql")

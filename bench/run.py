@@ -304,8 +304,9 @@ def busy_cpu_seconds() -> float | None:
         fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
     except OSError:
         return None
-    # user nice system idle iowait irq softirq steal ...: all but idle and iowait
-    ticks = sum(int(x) for i, x in enumerate(fields[:8]) if i not in (3, 4))
+    # user nice system idle iowait irq softirq steal …: user to softirq but idle and iowait
+    # (steal is time the hypervisor gave to others; guest time is counted in user already)
+    ticks = sum(int(x) for i, x in enumerate(fields[:7]) if i not in (3, 4))
     return ticks / os.sysconf("SC_CLK_TCK")
 
 

@@ -973,9 +973,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def write(res: dict[str, Any], out: Path | None) -> Path:
+    """To ``out``, or to ``results/<date>[-quick].json``; a later run of the same day goes to
+    ``<date>-2.json``, ``<date>-3.json``…, never over an earlier one."""
     if out is None:
         RESULTS.mkdir(parents=True, exist_ok=True)
-        out = RESULTS / f"{res['date']}{'-quick' if res['quick'] else ''}.json"
+        stem = f"{res['date']}{'-quick' if res['quick'] else ''}"
+        out = RESULTS / f"{stem}.json"
+        n = 1
+        while out.exists():
+            n += 1
+            out = RESULTS / f"{stem}-{n}.json"
     out.write_text(json.dumps(res, indent=2, ensure_ascii=False) + "\n")
     return out
 

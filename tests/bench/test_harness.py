@@ -185,3 +185,22 @@ def test_the_machines_busy_time_counts_this_process_work() -> None:
         pass
     t1 = busy_cpu_seconds()
     assert t1 - t0 >= 0.25  # the work, whatever else the machine did meanwhile
+
+
+def test_a_later_run_of_the_same_day_does_not_overwrite_an_earlier_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from bench import run
+
+    monkeypatch.setattr(run, "RESULTS", tmp_path)
+    res = {"date": "2026-11-27", "quick": False, "n": 1}
+    first = run.write(res, None)
+    second = run.write({**res, "n": 2}, None)
+    quick = run.write({**res, "quick": True}, None)
+    assert [p.name for p in (first, second, quick)] == [
+        "2026-11-27.json",
+        "2026-11-27-2.json",
+        "2026-11-27-quick.json",
+    ]
+    assert json.loads(first.read_text())["n"] == 1  # the earlier run is still there
+    assert json.loads(second.read_text())["n"] == 2

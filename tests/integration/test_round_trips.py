@@ -555,5 +555,6 @@ def test_a_case_locked_twice_in_one_unit_of_work_is_one_instance(
         assert again is first and first.subject is again.subject
         assert [d.type for d in docs] == [d.type for d in docs_again] == ["determination_request"]
         assert first.subject.full_name == "Trần Văn Bình"
-        # a command writes its case with its own statement: no flush of the session may
+        # on PostgreSQL the case stays out of the session: the command writes it with its own
+        # statement, and no flush of the session may write it too
         assert (first in uow.session) is (uow.dialect != "postgresql")

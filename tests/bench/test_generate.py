@@ -1,0 +1,59 @@
+"""``bench.generate``'s loads: when a load rebuilds the indexes, and what it leaves behind."""
+
+from __future__ import annotations
+
+import os
+from datetime import UTC, datetime
+
+import pytest
+from sqlalchemy import func, select
+
+from bench import generate as gen
+from bench.run import pg_database
+from workflow import rollup
+from workflow.audit import verify
+from workflow.db import make_session_factory
+from workflow.model import Case
+from workflow.registry import Registry
+
+from ..conftest import PG_AVAILABLE
+
+
+@pytest.mark.postgres
+def test_a_pool_smaller_than_the_database_keeps_its_indexes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A big load drops the secondary indexes and rebuilds them afterwards; that pays only
+    when the load is at least what the database holds. A pool of fresh cases (what
+    ``bench.run`` appends before its sections) smaller than the database goes in with the
+    indexes in place, and its report counters are added, not recounted."""
+    if not PG_AVAILABLE:
+        pytest.skip("PostgreSQL is not reachable")
+    monkeypatch.setattr(gen, "BIG_LOAD", 40)  # instead of 50,000
+    dropped: list[bool] = []
+    real = gen.PgSink.drop_indexes
+
+    def drop_indexes(self: gen.PgSink) -> None:
+        dropped.append(True)
+        real(self)
+
+    monkeypatch.setattr(gen.PgSink, "drop_indexes", drop_indexes)
+    recounted: list[bool] = []
+    real_rebuild = rollup.rebuild
+    monkeypatch.setattr(
+        rollup, "rebuild", lambda session: recounted.append(True) or real_rebuild(session)
+    )
+    registry = Registry.from_directory(gen.DEFINITIONS)
+    now = datetime.now(UTC)
+    with pg_database(None, f"rfbench_pool_{os.getpid()}") as db:
+        gen.generate(db.engine, 100, now=now, registry=registry, variants=1)
+        assert dropped == [True] and recounted == [True]  # into an empty database: big
+        ids = gen.make_pool(db.engine, registry, 60, now)  # >= BIG_LOAD, < 100 held
+        assert dropped == [True] and recounted == [True], "the pool rebuilt the indexes"
+        assert len(ids) == 60
+        with make_session_factory(db.engine)() as s:
+            assert s.scalar(select(func.count()).select_from(Case)) == 160
+            assert rollup.check(s) == (0, [])  # the pool's counters were added
+            assert verify(s).ok
+        bigger = gen.make_pool(db.engine, registry, 200, now)  # more than the 160 held
+        assert len(bigger) == 200 and dropped == [True, True]

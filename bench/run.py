@@ -369,10 +369,10 @@ def count_statements(db: Db, registry: Registry, case_id: int, form: dict) -> di
     """The SQL statements one ``advance`` sends (``BEGIN`` and ``COMMIT`` not counted), and
     in how many round trips, its ``COMMIT``'s included.
 
-    PostgreSQL: as the driver sends them (psycopg's ``Cursor.execute``: the engine sends some
-    past SQLAlchemy, in a pipeline); statements in one pipeline are one round trip, and a
-    ``COMMIT`` sent in one rides with them. SQLite: SQLAlchemy's ``before_cursor_execute``,
-    one round trip each (and the ``COMMIT``)."""
+    PostgreSQL: as the driver sends them (psycopg's ``Cursor.execute``: the engine sends
+    its command's statements past SQLAlchemy); statements sent in one pipeline would be one
+    round trip, and a ``COMMIT`` sent in one would ride with them. SQLite: SQLAlchemy's
+    ``before_cursor_execute``, one round trip each (and the ``COMMIT``)."""
     import psycopg
 
     from workflow.actors import actor_for
@@ -412,7 +412,7 @@ def count_statements(db: Db, registry: Registry, case_id: int, form: dict) -> di
         finally:
             psycopg.Cursor.execute = real  # type: ignore[method-assign]
             psycopg.Connection.commit = real_commit  # type: ignore[method-assign]
-        # SQLAlchemy's own commit comes last; after a pipelined one it sends nothing
+        # the command's COMMIT; SQLAlchemy's own after it (the unit of work's) sends nothing
         commits = commits[:1]
     else:
 

@@ -413,8 +413,8 @@ class CaseService:
         """A command's case, its row locked and visible to ``actor``; then its active
         documents and the (id, key, due date) of its open deadlines.
 
-        PostgreSQL: the lock and :data:`_DOCUMENTS_AND_OPEN_DEADLINES` in one round trip
-        (:meth:`UnitOfWork.lock_case_and_read`). The read is not folded into the case's
+        PostgreSQL: the lock, then :data:`_DOCUMENTS_AND_OPEN_DEADLINES`, straight through
+        the driver (:meth:`UnitOfWork.lock_case_and_read`). The read is not folded into the case's
         ``SELECT … FOR UPDATE``: in READ COMMITTED a locking read that waited for another
         transaction returns the row as that one committed it, but its subqueries still see
         the snapshot taken before the wait, so a document revoked or a deadline met meanwhile
@@ -618,10 +618,11 @@ class CaseService:
 
         PostgreSQL: one statement (:data:`_WRITE_COMMAND`; before it, a flush of what else the
         session holds, e.g. a hand-over's subject row). ``last``: the command writes nothing
-        after it and nothing was written before it (no hand-over), so the statement goes with
-        the ``COMMIT`` in one round trip (``UnitOfWork.write_and_commit``): a failed check then
-        commits nothing. SQLite: the deadline statements of :meth:`_write_deadlines`, the
-        case's, then :meth:`_audit` (``last`` changes nothing)."""
+        after it and nothing was written before it (no hand-over), so the statement goes
+        straight through the driver and the ``COMMIT`` right after it
+        (``UnitOfWork.write_and_commit``): a failed check then commits nothing. SQLite: the
+        deadline statements of :meth:`_write_deadlines`, the case's, then :meth:`_audit`
+        (``last`` changes nothing)."""
         self._count_deadlines(uow, case, deadlines)
         params = self._case_parameters(case)
         # the case leaves the session (on PostgreSQL it was never in it: lock_case_and_read),

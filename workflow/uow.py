@@ -179,9 +179,12 @@ class UnitOfWork:
         """Lock a case's row (as :meth:`get_case` with ``for_update``), then run ``then``
         (a read of one row, parameter ``case_id``); the case and that row.
 
-        PostgreSQL: both statements and the transaction's ``BEGIN`` go in one round trip (the
-        driver's pipeline); they still run one after the other, so ``then`` takes its snapshot
-        once the lock is held. The case and its subject are built from the row without the
+        PostgreSQL: the two statements go straight to the driver, one after the other (so
+        ``then`` takes its snapshot once the lock is held), each prepared once per
+        connection. Not in psycopg's pipeline: sending them (and ``BEGIN``) in one round trip
+        cost more of the client's CPU than the round trips it saved, and was no faster even
+        at one client (measured: bench/README.md, (12)). The case and its subject are built
+        from the row without the
         ORM's loading (0.2–0.3 ms of CPU per command, measured), as if loaded, and are left
         out of the session: a command writes its case with its own statement, not through
         the session (add a row it changes otherwise, as a hand-over does its subject); the
@@ -198,13 +201,11 @@ class UnitOfWork:
         raw = connection.connection.driver_connection
         params = {"case_id": case_id}
         sql = _for_driver(_CASE_ROW, dialect).compiled.string
-        with _driver_errors(connection, sql), raw.pipeline():
-            locked = raw.cursor()
-            locked.execute(sql, params, prepare=True)
-            read = raw.cursor()
-            read.execute(_for_driver(then, dialect).compiled.string, params, prepare=True)
-            row = locked.fetchone()
-            then_row = read.fetchone()
+        with _driver_errors(connection, sql):
+            cursor = raw.cursor()
+            row = cursor.execute(sql, params, prepare=True).fetchone()
+            then_sql = _for_driver(then, dialect).compiled.string
+            then_row = cursor.execute(then_sql, params, prepare=True).fetchone()
         if row is None:
             raise CaseNotFound(f"case {case_id} not found", case_id=case_id)
         case_loaders, subject_loaders = _loaders(dialect)
@@ -216,17 +217,17 @@ class UnitOfWork:
         return case, then_row
 
     def write_and_commit(self, statement: TextClause, params: dict[str, Any]) -> Any:
-        """PostgreSQL: run ``statement`` (a write returning one row), then ``COMMIT``, in one
-        round trip (the driver's pipeline); the row. Whatever the session still holds is
-        flushed first and committed with it; the report counters must already be in the
-        statement (``rollup.take_parameters``), since nothing is written after it.
+        """PostgreSQL: run ``statement`` (a write returning one row) straight through the
+        driver, then ``COMMIT``; the row. Whatever the session still holds is flushed first
+        and committed with it; the report counters must already be in the statement
+        (``rollup.take_parameters``), since nothing is written after it.
 
-        The commit does not wait for the caller to read the row: the locks the statement
-        took (the audit head, which every writer waits for) are released one round trip
-        sooner. So the statement must carry its own checks, each making it write nothing
-        (a ``WHERE`` its every write depends on) and saying so in the row: a row that
-        reports a failed check was committed as an empty transaction. An error fails the
-        statement and the ``COMMIT`` then rolls back."""
+        The statement carries its own checks, each making it write nothing (a ``WHERE`` its
+        every write depends on) and saying so in the row: a row that reports a failed check
+        was committed as an empty transaction. (The two went in one round trip through
+        psycopg's pipeline once, so that the audit head was released before the client read
+        the row; the pipeline cost more CPU than it saved: bench/README.md, (12).) An error
+        fails the statement; nothing is committed, and the unit of work rolls back."""
         self.session.flush()
         if rollup.pending(self.session):
             raise RuntimeError("report counters pending after the last write")
@@ -237,11 +238,9 @@ class UnitOfWork:
         for name, process in driver.processors.items():
             values[name] = process(values[name])
         sql = driver.compiled.string
-        with _driver_errors(connection, sql), raw.pipeline():
-            cursor = raw.cursor()
-            cursor.execute(sql, values, prepare=True)
+        with _driver_errors(connection, sql):
+            row = raw.cursor().execute(sql, values, prepare=True).fetchone()
             raw.commit()
-            row = cursor.fetchone()
         self.committed = True
         return row
 

@@ -166,20 +166,30 @@ def walk(drive: Driver) -> None:
 
 
 @pytest.mark.postgres
-def test_one_advance_is_three_statements_and_its_commit_in_two_round_trips_on_postgresql(
-    engine: Engine, service: CaseService, drive: Driver
+def test_one_advance_is_three_statements_on_postgresql(
+    engine: Engine, service: CaseService, drive: Driver, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     if engine.dialect.name != "postgresql":
         pytest.skip("the round trips counted are PostgreSQL's (SQLite keeps one per table)")
     cid, form, officer = _ready_for_determination(drive)
+    commits: list[str] = []
+    real_commit = psycopg.Connection.commit
+
+    def commit(self: psycopg.Connection) -> None:
+        commits.append(str(self.info.transaction_status.name))
+        real_commit(self)
+
+    monkeypatch.setattr(psycopg.Connection, "commit", commit)
     with statements(engine) as sent:
         result = service.advance(cid, "request_determination", form, officer, at(DAY))
-    assert [s.split()[0] for s in sent] == ["SELECT", "SELECT", "WITH", "COMMIT"], sent
+    assert [s.split()[0] for s in sent] == ["SELECT", "SELECT", "WITH"], sent
     assert "FOR UPDATE" in sent[0]  # the case row, locked
     assert "set_config('plan_cache_mode', 'force_generic_plan', true)" in sent[0]
     assert "json_agg" in sent[1]  # documents and open deadlines, after the lock
-    # the lock and the read (and BEGIN) in one round trip; the write and COMMIT in another
-    assert [s.rsplit(" [", 1)[-1] for s in sent] == ["pipeline 1]"] * 2 + ["pipeline 2]"] * 2
+    # each statement on its own, none in psycopg's pipeline (it cost more CPU than it
+    # saved), and the one COMMIT of the transaction right after the write
+    assert not any("[pipeline" in s for s in sent), sent
+    assert commits == ["INTRANS"], commits
     assert sent[2].startswith("WITH hashed AS")  # the audit hash checked before any write
     assert "updated_case AS ( UPDATE cases" in sent[2]  # + deadline rows
     for cte in ("head AS ( UPDATE audit_head", "INSERT INTO audit_events", "INSERT INTO outbox"):
@@ -230,7 +240,7 @@ def _ready_for_determination(drive: Driver) -> tuple[int, dict, Any]:
 def test_a_hash_the_database_would_make_differently_writes_nothing(
     engine: Engine, service: CaseService, drive: Driver, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The write goes with its COMMIT, so the audit hash is checked before anything is
+    """The audit hash is checked in the write statement itself, before anything is
     written: bytes of the event the database would hash otherwise than rehabflow (here: a
     digest that does not match) leave the case, its deadlines, the chain and the outbox
     as they were, and the command fails with AuditChainBroken."""
@@ -257,14 +267,14 @@ def test_a_hash_the_database_would_make_differently_writes_nothing(
 
 
 @pytest.mark.postgres
-def test_an_error_in_the_write_sent_with_its_commit_rolls_it_back(
+def test_an_error_in_the_write_sent_past_sqlalchemy_rolls_it_back(
     engine: Engine, service: CaseService, drive: Driver, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A statement that fails in the pipeline with its COMMIT: the COMMIT rolls back, the
+    """The write the command sends straight to the driver fails: nothing is committed, the
     error is SQLAlchemy's (parameters hidden), nothing is written, and the connection goes
     back to the pool fit for the next command."""
     if engine.dialect.name != "postgresql":
-        pytest.skip("SQLite has no pipeline")
+        pytest.skip("SQLite's writes go through SQLAlchemy")
     cid, form, officer = _ready_for_determination(drive)
     before = written(engine)
     real = CaseService._deadline_parameters
@@ -543,9 +553,9 @@ def test_the_case_page_reads_the_same_on_both_databases(
 def test_a_case_locked_twice_in_one_unit_of_work_is_one_instance(
     engine: Engine, service: CaseService, drive: Driver
 ) -> None:
-    """The pipelined locking read builds its case outside the ORM's loading (and, on
-    PostgreSQL, outside the session); a unit of work that holds the case already gets that
-    same instance back (and its documents)."""
+    """The locking read sent straight to the driver builds its case outside the ORM's
+    loading (and, on PostgreSQL, outside the session); a unit of work that holds the case
+    already gets that same instance back (and its documents)."""
     cid = drive.open(DAY).case_id
     drive.attach(cid, ["determination_request"], DAY)
     officer = drive.actors.get("commune_police", "officer")

@@ -414,12 +414,12 @@ class CaseService:
         documents and the (id, key, due date) of its open deadlines.
 
         PostgreSQL: the lock, then :data:`_DOCUMENTS_AND_OPEN_DEADLINES`, straight through
-        the driver (:meth:`UnitOfWork.lock_case_and_read`). The read is not folded into the case's
-        ``SELECT … FOR UPDATE``: in READ COMMITTED a locking read that waited for another
-        transaction returns the row as that one committed it, but its subqueries still see
-        the snapshot taken before the wait, so a document revoked or a deadline met meanwhile
-        would be missed; a second statement takes its snapshot after the lock. SQLite: three
-        statements (the write lock is held since ``BEGIN IMMEDIATE``)."""
+        the driver (:meth:`UnitOfWork.lock_case_and_read`). The read is not folded into the
+        case's ``SELECT … FOR UPDATE``: in READ COMMITTED a locking read that waited for
+        another transaction returns the row as that one committed it, but its subqueries
+        still see the snapshot taken before the wait, so a document revoked or a deadline met
+        meanwhile would be missed; a second statement takes its snapshot after the lock.
+        SQLite: three statements (the write lock is held since ``BEGIN IMMEDIATE``)."""
         if uow.dialect == "postgresql":
             case, (docs, open_deadlines) = uow.lock_case_and_read(
                 case_id, _DOCUMENTS_AND_OPEN_DEADLINES

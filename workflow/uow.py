@@ -184,11 +184,11 @@ class UnitOfWork:
         connection. Not in psycopg's pipeline: sending them (and ``BEGIN``) in one round trip
         cost more of the client's CPU than the round trips it saved, and was no faster even
         at one client (measured: bench/README.md, (12)). The case and its subject are built
-        from the row without the
-        ORM's loading (0.2–0.3 ms of CPU per command, measured), as if loaded, and are left
-        out of the session: a command writes its case with its own statement, not through
-        the session (add a row it changes otherwise, as a hand-over does its subject); the
-        unit of work keeps the case, and locking it again gives that instance back.
+        from the row without the ORM's loading (0.2–0.3 ms of CPU per command, measured), as
+        if loaded, and are left out of the session: a command writes its case with its own
+        statement, not through the session (add a row it changes otherwise, as a hand-over
+        does its subject); the unit of work keeps the case, and locking it again gives that
+        instance back.
         SQLite, or a case the session holds already: the two statements."""
         if self.dialect != "postgresql" or identity_key(Case, case_id) in self.session.identity_map:
             # (a case this unit of work holds already keeps its one instance)
@@ -201,13 +201,14 @@ class UnitOfWork:
         raw = connection.connection.driver_connection
         params = {"case_id": case_id}
         sql = _for_driver(_CASE_ROW, dialect).compiled.string
+        cursor = raw.cursor()
         with _driver_errors(connection, sql):
-            cursor = raw.cursor()
             row = cursor.execute(sql, params, prepare=True).fetchone()
-            then_sql = _for_driver(then, dialect).compiled.string
-            then_row = cursor.execute(then_sql, params, prepare=True).fetchone()
         if row is None:
             raise CaseNotFound(f"case {case_id} not found", case_id=case_id)
+        then_sql = _for_driver(then, dialect).compiled.string
+        with _driver_errors(connection, then_sql):
+            then_row = cursor.execute(then_sql, params, prepare=True).fetchone()
         case_loaders, subject_loaders = _loaders(dialect)
         n = len(case_loaders)
         case = _detached(Case, case_loaders, row[:n])

@@ -138,6 +138,8 @@ class Case(Base):
     __table_args__ = (
         # a commune's cases in a state, newest first: the case list (migration 0008)
         Index("ix_cases_unit_state", "unit_code", "state", "id"),
+        # … and in a state group, newest first: the case list by group (migration 0009)
+        Index("ix_cases_unit_group", "unit_code", "state_group", "id"),
         Index(  # the reports: when the closed cases were closed (migration 0006)
             "ix_cases_closed",
             "id",

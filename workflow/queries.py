@@ -80,21 +80,29 @@ def list_cases(
     fold: Any = None,
     routed_states: frozenset[str] = frozenset(),
 ) -> tuple[list[Case], str | None]:
-    """Cases the actor may see, newest first (by id, a stable order), one page at a time."""
+    """Cases the actor may see, newest first (by id, a stable order), one page at a time.
+
+    The page's ids are chosen first, by a subquery that reads the filtered columns only, then
+    its cases and their subjects are read by id. Asked for the cases (and subjects) directly,
+    PostgreSQL walks the table backwards by id until a page matches, expecting the matching
+    rows to be spread evenly by id: a commune whose newest thousands of cases are in other
+    states than the one asked for makes it read all of them (229,854 rows for a page, 50 ms,
+    on the benchmark database; bench/README.md, (13)). The ids alone come from
+    ``ix_cases_unit_state`` or ``ix_cases_unit_group`` (``unit_code``, the state or group,
+    ``id``), already in order, and the planner sees that this costs no table rows."""
     if not 1 <= limit <= MAX_LIMIT:
         raise ValidationFailed("invalid limit", errors={"limit": [f"1 to {MAX_LIMIT}"]})
-    # the subject of each case from the join the name search filters on (not a second one)
-    stmt = select(Case).join(Case.subject).options(contains_eager(Case.subject))
+    ids = select(Case.id)
     if not actor.is_system:
-        stmt = stmt.where(visible_to(actor, routed_states))
+        ids = ids.where(visible_to(actor, routed_states))
     if f.state:
-        stmt = stmt.where(Case.state == f.state)
+        ids = ids.where(Case.state == f.state)
     if f.group:
-        stmt = stmt.where(Case.group == f.group)
+        ids = ids.where(Case.group == f.group)
     if f.unit:
-        stmt = stmt.where(or_(Case.unit_code == f.unit, Case.province_code == f.unit))
+        ids = ids.where(or_(Case.unit_code == f.unit, Case.province_code == f.unit))
     if f.overdue:
-        stmt = stmt.where(
+        ids = ids.where(
             exists().where(
                 Deadline.case_id == Case.id, Deadline.status == "open", Deadline.due_on < today
             )
@@ -106,9 +114,14 @@ def list_cases(
             conds.append(Subject.full_name_folded.like(f"%{fold(text)}%"))
         if f.national_id_hash:
             conds.append(Subject.national_id_hash == f.national_id_hash)
-        stmt = stmt.where(or_(*conds))
+        if len(conds) > 1:  # the person's columns: the subject joined in the subquery too
+            ids = ids.join(Case.subject)
+        ids = ids.where(or_(*conds))
     if cursor:
-        stmt = stmt.where(Case.id < decode_cursor(cursor))
-    rows = list(session.execute(stmt.order_by(Case.id.desc()).limit(limit + 1)).scalars())
+        ids = ids.where(Case.id < decode_cursor(cursor))
+    page = ids.order_by(Case.id.desc()).limit(limit + 1).scalar_subquery()
+    # the subject of each case from the join, not a second query
+    stmt = select(Case).join(Case.subject).options(contains_eager(Case.subject))
+    rows = list(session.execute(stmt.where(Case.id.in_(page)).order_by(Case.id.desc())).scalars())
     next_cursor = encode_cursor(rows[limit - 1].id) if len(rows) > limit else None
     return rows[:limit], next_cursor

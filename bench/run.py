@@ -765,6 +765,12 @@ def summarise(res: dict[str, Any]) -> None:
             r[f"engine_to_{peer}_{c}"] = ratio(eng.get("per_s"), other.get("per_s"))
             pairs = zip(eng.get("rounds", []), other.get("rounds", []), strict=False)
             r[f"engine_to_{peer}_{c}_rounds"] = [ratio(a, b) for a, b in pairs]
+        # the hand-written transaction against SpiffWorkflow: what engine / Spiff would be
+        # if the engine cost no more than the floor (its ceiling, short of beating the floor)
+        floor, spiff_ = s.get("floor", {}).get(c, {}), s.get("spiff", {}).get(c, {})
+        r[f"floor_to_spiff_{c}"] = ratio(floor.get("per_s"), spiff_.get("per_s"))
+        pairs = zip(floor.get("rounds", []), spiff_.get("rounds", []), strict=False)
+        r[f"floor_to_spiff_{c}_rounds"] = [ratio(a, b) for a, b in pairs]
     emb = s.get("embedded")
     if emb:
         r["embedded_engine_to_floor"] = ratio(emb["engine"]["per_s"], emb["floor"]["per_s"])
@@ -814,6 +820,16 @@ def table(res: dict[str, Any]) -> str:
             if r.get(key) is not None:
                 each = ", ".join(f"{x}x" for x in r.get(f"{key}_rounds") or [])
                 rows.append((f"  engine / {name}, {c}", f"{r[key]}x", f"rounds: {each}", goal))
+        if r.get(f"floor_to_spiff_{c}") is not None:
+            each = ", ".join(f"{x}x" for x in r.get(f"floor_to_spiff_{c}_rounds") or [])
+            rows.append(
+                (
+                    f"  floor / Spiff, {c}",
+                    f"{r[f'floor_to_spiff_{c}']}x",
+                    f"rounds: {each} (engine / Spiff's ceiling at the floor's cost)",
+                    "",
+                )
+            )
     emb = s.get("embedded")
     if emb:
         tp("4 SQLite floor, 1 client", emb["floor"], "per_s")

@@ -130,6 +130,11 @@ def test_quick_run_produces_every_section(tmp_path: Path) -> None:
         assert res["ratios"][key] > 0
         # --quick measures each peer twice, alternated: both rounds' ratios are kept
         assert len(res["ratios"][f"{key}_rounds"]) == res["throughput_rounds"] == 2
+    for c in ("1", "4"):  # the floor against Spiff, the ceiling of engine / Spiff
+        floor_to_spiff = res["ratios"][f"floor_to_spiff_{c}"]
+        assert floor_to_spiff == round(s["floor"][c]["per_s"] / s["spiff"][c]["per_s"], 2)
+        assert len(res["ratios"][f"floor_to_spiff_{c}_rounds"]) == 2
+        assert f"floor / Spiff, {c}" in done.stdout
     for name in ("floor", "engine", "spiff"):
         for clients in ("1", "4"):
             block = s[name][clients]

@@ -162,6 +162,12 @@ def test_quick_run_produces_every_section(tmp_path: Path) -> None:
         assert sweep["processed"] == sweep["escalations"] == sweep["due"] > 0, sweep
     assert s["sweep"]["ratio_big_to_reference"] > 0
     assert all(s["report"][k] > 0 for k in ("commune", "province", "country"))
+    assert all(s["report"]["first"][k] > 0 for k in ("commune", "province", "country"))
+    # the report and the list were measured before the run's pools went into their commune
+    before = s["report"]["commune_cases"]
+    assert before == s["list"]["commune_cases"] > 0
+    assert res["database"]["commune_cases_after"] > before
+    assert f"commune of {before} cases" in done.stdout
 
 
 def test_rounds_rotate_the_peers_and_report_the_median_one() -> None:

@@ -119,7 +119,8 @@ def list_cases(
         ids = ids.where(or_(*conds))
     if cursor:
         ids = ids.where(Case.id < decode_cursor(cursor))
-    page = ids.order_by(Case.id.desc()).limit(limit + 1).scalar_subquery()
+    # its own FROM, never correlated to the outer query's cases (a page, not a row test)
+    page = ids.order_by(Case.id.desc()).limit(limit + 1).correlate(None).scalar_subquery()
     # the subject of each case from the join, not a second query
     stmt = select(Case).join(Case.subject).options(contains_eager(Case.subject))
     rows = list(session.execute(stmt.where(Case.id.in_(page)).order_by(Case.id.desc())).scalars())

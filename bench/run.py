@@ -652,20 +652,20 @@ def report_section(db: Db, registry: Registry, now: datetime) -> dict[str, Any]:
     }
     cal = WorkingCalendar()
     factory = make_session_factory(db.engine)
+
+    def timed(unit: str | None) -> float:
+        with factory() as s:
+            t0 = time.perf_counter()
+            reports.indicators(s, registry, unit, start, end, today=today, calendar=cal)
+            return round(time.perf_counter() - t0, 3)
+
     for label, unit in (
         ("commune", DEMO_COMMUNE),
         ("province", get(DEMO_COMMUNE).province_code),
         ("country", None),
     ):
-        for key in ("first", label):
-            with factory() as s:
-                t0 = time.perf_counter()
-                reports.indicators(s, registry, unit, start, end, today=today, calendar=cal)
-                seconds = round(time.perf_counter() - t0, 3)
-            if key == "first":
-                out["first"][label] = seconds
-            else:
-                out[label] = seconds
+        out["first"][label] = timed(unit)
+        out[label] = timed(unit)
     return out
 
 

@@ -37,11 +37,14 @@ def free_port() -> int:
 
 
 class Server:
-    def __init__(self, database_url: str, data_dir: Path, workers: int = 2) -> None:
+    def __init__(
+        self, database_url: str, data_dir: Path, workers: int = 2, threads: int = 1
+    ) -> None:
         self.port = free_port()
         self.database_url = database_url
         self.data_dir = data_dir
         self.workers = workers
+        self.threads = threads  # more than 1: gunicorn's gthread workers
         self.proc: subprocess.Popen | None = None
 
     def __enter__(self) -> Server:
@@ -54,6 +57,8 @@ class Server:
                 str(gunicorn),
                 "-w",
                 str(self.workers),
+                "--threads",
+                str(self.threads),
                 "-b",
                 f"127.0.0.1:{self.port}",
                 "--timeout",

@@ -76,6 +76,7 @@ class Plan:
     list_requests: int
     variants: int  # template walks per state
     rounds: int = 3  # alternated measurements of each throughput peer
+    http_threads: int = 1  # threads per gunicorn worker (1: sync workers; more: gthread)
 
     @classmethod
     def make(cls, quick: bool, cases: int | None) -> Plan:
@@ -710,6 +711,28 @@ def http_figures(samples: Any, wall: float) -> dict[str, Any]:
     }
 
 
+def _busy(h: dict[str, Any]) -> str:
+    """The table's words for :func:`machine_load`'s figures (absent from older results)."""
+    if h.get("machine_busy") is None:
+        return ""
+    return f"; machine {h['machine_busy']:.0%} busy, {h['machine_cpu_ms_per_req']} ms CPU/req"
+
+
+def machine_load(
+    busy0: float | None, busy: float | None, wall: float, samples: Any
+) -> dict[str, Any]:
+    """How busy the whole machine was during a load (its share of all cores) and its busy
+    CPU time per answered request: a server held back by waits, not by CPU, shows a share
+    well under 1 (everything runs here: gunicorn, PostgreSQL and the load's own threads)."""
+    if busy0 is None or busy is None or wall <= 0:
+        return {}
+    total = sum(len(v) for v in samples.ok.values())
+    return {
+        "machine_busy": round((busy - busy0) / wall / (os.cpu_count() or 1), 2),
+        "machine_cpu_ms_per_req": round((busy - busy0) / total * 1000, 2) if total else None,
+    }
+
+
 def http_section(
     db: Db, registry: Registry, plan: Plan, now: datetime, which: set[str]
 ) -> dict[str, Any]:
@@ -731,7 +754,7 @@ def http_section(
     out: dict[str, Any] = {}
     with (
         tempfile.TemporaryDirectory(prefix="rfbench-http-") as tmp,
-        bhttp.Server(db.url, Path(tmp)) as server,
+        bhttp.Server(db.url, Path(tmp), threads=plan.http_threads) as server,
     ):
         if "list" in which:
             # before this section's pool: the demo commune's cases as they were (see main)
@@ -762,18 +785,25 @@ def http_section(
             write_ids = iter(writes)
             settle(db.engine)
             mix = bhttp.Mix(server.port, token, read_ids, write_ids, TRANSITION, form)
+            busy0 = busy_cpu_seconds()
             samples, wall = bhttp.load(mix, clients=plan.http_clients, seconds=plan.http_seconds)
+            busy = busy_cpu_seconds()
             out["http"] = {
                 "clients": plan.http_clients,
                 **http_figures(samples, wall),
+                **machine_load(busy0, busy, wall, samples),
                 "workers": 2,
+                "threads": plan.http_threads,
             }
             # the same mix at half that throughput, arriving on a schedule (open loop)
             rate = max(out["http"]["requests_per_s"] / 2, 10.0)
+            busy0 = busy_cpu_seconds()
             samples, wall, late = bhttp.open_loop(mix, rate=rate, seconds=plan.http_seconds)
+            busy = busy_cpu_seconds()
             out["http_open"] = {
                 "offered_per_s": round(rate, 1),
                 **http_figures(samples, wall),
+                **machine_load(busy0, busy, wall, samples),
                 "sent_late": late,
             }
             out["http"]["ran_out_of_cases"] = next(write_ids, None) is None
@@ -870,10 +900,12 @@ def table(res: dict[str, Any]) -> str:
     if h:
         rows.append(
             (
-                f"5 HTTP {h['clients']} clients, gunicorn -w 2",
+                f"5 HTTP {h['clients']} clients, gunicorn -w 2"
+                + (f" --threads {h['threads']}" if h.get("threads", 1) > 1 else ""),
                 f"{h['requests_per_s']:.0f} req/s",
                 f"read p50 {h['read']['p50_ms']} / p99 {h['read']['p99_ms']} ms; "
                 f"transition p50 {h['transition']['p50_ms']} / p99 {h['transition']['p99_ms']} ms"
+                + _busy(h)
                 + (f"; errors {h['errors']}" if h["errors"] else "")
                 + ("; ran out of cases" if h.get("ran_out_of_cases") else ""),
                 "read p99 < 50, transition p99 < 100",
@@ -888,6 +920,7 @@ def table(res: dict[str, Any]) -> str:
                 f"read p50 {ho['read']['p50_ms']} / p99 {ho['read']['p99_ms']} ms; "
                 f"transition p50 {ho['transition']['p50_ms']} / "
                 f"p99 {ho['transition']['p99_ms']} ms (half the closed loop's throughput)"
+                + _busy(ho)
                 + (f"; errors {ho['errors']}" if ho["errors"] else "")
                 + (f"; {ho['sent_late']} sent > 10 ms late" if ho["sent_late"] else ""),
                 "",
@@ -964,6 +997,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         plan = replace(plan, seconds=args.seconds)
     if args.rounds:
         plan = replace(plan, rounds=args.rounds)
+    if getattr(args, "http_threads", None):
+        plan = replace(plan, http_threads=args.http_threads)
     which = set(args.only or SECTIONS)
     registry = Registry.from_directory(gen.DEFINITIONS)
     now = datetime.now(UTC)
@@ -1057,6 +1092,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seconds", type=float, default=None, help="per throughput measurement")
     p.add_argument(
         "--rounds", type=int, default=None, help="alternated measurements of each peer (3; 2 quick)"
+    )
+    p.add_argument(
+        "--http-threads",
+        type=int,
+        default=None,
+        help="threads per gunicorn worker in section 5 (1: sync workers, the default)",
     )
     p.add_argument("--output", type=Path, default=None, help="JSON file (default results/)")
     p.add_argument("-v", "--verbose", action="store_true", help="progress on stderr")

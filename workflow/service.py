@@ -30,7 +30,6 @@ from workflow.calendar import WorkingCalendar, business_date
 from workflow.definition import Action, DeadlineSpec, Definition, Notification, Transition
 from workflow.errors import (
     AuditChainBroken,
-    CaseNotFound,
     DocumentNotFound,
     GuardFailed,
     IdempotencyConflict,
@@ -62,7 +61,7 @@ from workflow.model import (
 from workflow.queries import CaseFilter, list_cases
 from workflow.registry import Registry
 from workflow.storage import BlobStore, MemoryBlobStore
-from workflow.uow import UnitOfWork
+from workflow.uow import CASE_COLUMNS, UnitOfWork
 
 NATIONAL_ID_RE = re.compile(r"^\d{9}(\d{3})?$")
 # built once: constructing a select per call showed in the profile of advance (bench.profile)
@@ -105,8 +104,9 @@ _LOG_OWN_UNIT_READ = (
 )
 _UTC_TEXT = "to_char({} AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US')"
 _CASE_DETAILS = (
-    select(
-        Case,
+    select(*CASE_COLUMNS)
+    .join_from(_CASES_T, Subject.__table__)
+    .add_columns(
         text(
             "(SELECT coalesce(json_agg(json_build_array(d.id, d.key, d.due_on, d.escalation_level)"
             " ORDER BY d.due_on, d.id), '[]') FROM deadlines d"
@@ -119,7 +119,7 @@ _CASE_DETAILS = (
             " FROM documents x WHERE x.case_id = cases.id)"
         ),
     )
-    .where(Case.id == bindparam("case_id"))
+    .where(_CASES_T.c.id == bindparam("case_id"))
     .add_cte(_LOG_OWN_UNIT_READ)
 )
 # deadline rows of a command are Core statements too: (id, key) of the open ones, one UPDATE
@@ -1599,10 +1599,7 @@ class CaseService:
             return case, list(open_deadlines), docs, False
         units = sorted(actor.units) if actor.user_id is not None else []
         params = {"case_id": case_id, "at": now, "user_id": actor.user_id, "units": units}
-        row = uow.session.execute(_CASE_DETAILS, params).one_or_none()
-        if row is None:
-            raise CaseNotFound(f"case {case_id} not found", case_id=case_id)
-        case, deadline_rows, document_rows = row
+        case, (deadline_rows, document_rows) = uow.read_case(_CASE_DETAILS, params)
         return (
             case,
             [DeadlineView(i, k, date.fromisoformat(due), lvl) for i, k, due, lvl in deadline_rows],

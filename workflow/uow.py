@@ -42,8 +42,10 @@ _CASE_LOCKED = _CASE.with_for_update(of=Case).add_columns(_GENERIC_PLANS)
 
 _AUTOCOMMIT = {"isolation_level": "AUTOCOMMIT"}
 # PostgreSQL: _CASE_LOCKED as Core columns (case's, then subject's), for the driver directly
+# a case's row and its subject's, as the driver reads them (UnitOfWork.read_case)
+CASE_COLUMNS = (*Case.__table__.c, *Subject.__table__.c)
 _CASE_ROW = (
-    select(*Case.__table__.c, *Subject.__table__.c)
+    select(*CASE_COLUMNS)
     .join_from(Case.__table__, Subject.__table__)
     .where(Case.__table__.c.id == bindparam("case_id"))
     .with_for_update(of=Case.__table__)
@@ -83,6 +85,17 @@ def _detached(model: type, loaders: tuple, values: tuple) -> Any:
     return obj
 
 
+def _case_of(row: Any, dialect: Dialect) -> tuple[Case, int]:
+    """The case (its subject attached) of a row starting with :data:`CASE_COLUMNS`, and the
+    index of the row's first other column."""
+    case_loaders, subject_loaders = _loaders(dialect)
+    n = len(case_loaders)
+    m = n + len(subject_loaders)
+    case = _detached(Case, case_loaders, row[:n])
+    set_committed_value(case, "subject", _detached(Subject, subject_loaders, row[n:m]))
+    return case, m
+
+
 class _DriverStatement(NamedTuple):
     compiled: Compiled
     processors: dict[str, Callable[[Any], Any]]  # bind name: its type's bind processor
@@ -100,6 +113,25 @@ def _for_driver(statement: ClauseElement, dialect: Dialect) -> _DriverStatement:
         if process is not None:
             processors[name] = process
     return _DriverStatement(compiled, processors)
+
+
+def _fetch_one(
+    connection: Connection, statement: ClauseElement, params: dict[str, Any], commit: bool = False
+) -> Any:
+    """``statement`` sent straight to the driver (prepared once per connection), with the
+    bind processing SQLAlchemy would apply; its first row (None if none), then, with
+    ``commit``, the driver's ``COMMIT``."""
+    driver = _for_driver(statement, connection.dialect)
+    values = driver.compiled.construct_params(params)
+    for name, process in driver.processors.items():
+        values[name] = process(values[name])
+    sql = driver.compiled.string
+    raw = connection.connection.driver_connection
+    with _driver_errors(connection, sql):
+        row = raw.cursor().execute(sql, values, prepare=True).fetchone()
+        if commit:
+            raw.commit()
+    return row
 
 
 @contextmanager
@@ -209,13 +241,23 @@ class UnitOfWork:
         then_sql = _for_driver(then, dialect).compiled.string
         with _driver_errors(connection, then_sql):
             then_row = cursor.execute(then_sql, params, prepare=True).fetchone()
-        case_loaders, subject_loaders = _loaders(dialect)
-        n = len(case_loaders)
-        case = _detached(Case, case_loaders, row[:n])
-        subject = _detached(Subject, subject_loaders, row[n : n + len(subject_loaders)])
-        set_committed_value(case, "subject", subject)
+        case, _ = _case_of(row, dialect)
         self._locked[case_id] = case
         return case, then_row
+
+    def read_case(self, statement: ClauseElement, params: dict[str, Any]) -> tuple[Case, tuple]:
+        """PostgreSQL: run ``statement`` — the case's and its subject's columns (as
+        :data:`CASE_COLUMNS` lists them), then any others, one row — straight through the
+        driver, prepared once per connection; the case (with its subject), built as
+        :meth:`lock_case_and_read` builds it, outside the session, and the row's other
+        columns. The ORM's loading of the same row cost the case page 0.1–0.2 ms of CPU
+        (bench/README.md, (15)). ``CaseNotFound`` when there is no row."""
+        connection = self.session.connection()
+        row = _fetch_one(connection, statement, params)
+        if row is None:
+            raise CaseNotFound(f"case {params['case_id']} not found", case_id=params["case_id"])
+        case, n = _case_of(row, connection.dialect)
+        return case, row[n:]
 
     def write_and_commit(self, statement: TextClause, params: dict[str, Any]) -> Any:
         """PostgreSQL: run ``statement`` (a write returning one row) straight through the
@@ -233,15 +275,7 @@ class UnitOfWork:
         if rollup.pending(self.session):
             raise RuntimeError("report counters pending after the last write")
         connection = self.session.connection()
-        raw = connection.connection.driver_connection
-        driver = _for_driver(statement, connection.dialect)
-        values = driver.compiled.construct_params(params)
-        for name, process in driver.processors.items():
-            values[name] = process(values[name])
-        sql = driver.compiled.string
-        with _driver_errors(connection, sql):
-            row = raw.cursor().execute(sql, values, prepare=True).fetchone()
-            raw.commit()
+        row = _fetch_one(connection, statement, params, commit=True)
         self.committed = True
         return row
 

@@ -26,7 +26,7 @@ from sqlalchemy.exc import DBAPIError
 
 from workflow import audit
 from workflow.db import make_session_factory
-from workflow.errors import AuditChainBroken, OutOfJurisdiction, StaleCase
+from workflow.errors import AuditChainBroken, CaseNotFound, OutOfJurisdiction, StaleCase
 from workflow.model import (
     AccessLog,
     ActivityRecord,
@@ -521,6 +521,19 @@ def test_the_case_page_is_one_statement_on_postgresql(
         assert service.get_case(cid, court, at(DAY, 11))["state"] == "court_filing"
     assert [s.split()[0] for s in sent] == ["WITH", "INSERT"], sent
     assert _reads_logged(engine, cid) == [officer.user_id, court.user_id]
+
+
+def test_the_page_of_a_case_that_does_not_exist_is_not_found_and_logs_nothing(
+    engine: Engine, service: CaseService, drive: Driver
+) -> None:
+    """On PostgreSQL the case page is read straight through the driver: no row is
+    ``CaseNotFound`` (the API's 404), as on SQLite, and no read is logged."""
+    cid, officer = page_walk(drive)
+    with pytest.raises(CaseNotFound) as raised:
+        service.get_case(cid + 1000, officer, at(DAY, 11))
+    assert raised.value.status == 404
+    assert _reads_logged(engine, cid + 1000) == []
+    assert service.get_case(cid, officer, at(DAY, 11))["id"] == cid  # the connection is fine
 
 
 @pytest.mark.postgres

@@ -13,7 +13,7 @@ import re
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
 from argon2 import PasswordHasher
@@ -27,7 +27,7 @@ from workflow.db import read_only
 from workflow.errors import NotFound, NotPermitted, ValidationFailed
 from workflow.model import Agency, AgencyUnit, ApiToken, User
 from workflow.registry import Registry
-from workflow.uow import UnitOfWork
+from workflow.uow import UnitOfWork, fetch_all
 
 TOKEN_PREFIX = "rf_"  # noqa: S105 - a marker, not a secret
 MIN_PASSWORD_LENGTH = 10
@@ -68,6 +68,19 @@ _TOKEN_ACTOR = (
     .outerjoin(AgencyUnit, AgencyUnit.agency_id == Agency.id)
     .where(ApiToken.token_hash == bindparam("token_hash"))
 )
+
+
+class _TokenRow(NamedTuple):  # a row of _TOKEN_ACTOR (one per unit of the user's agency)
+    revoked_at: datetime | None
+    expires_at: datetime
+    id: int
+    username: str
+    agency_id: int
+    role: str
+    is_admin: bool
+    active: bool
+    type: str
+    unit_code: str | None
 
 
 class Accounts:
@@ -188,10 +201,11 @@ class Accounts:
         bind = self.session_factory.kw["bind"]
         if bind.dialect.name == "postgresql":  # one statement: no BEGIN, no ROLLBACK
             with bind.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-                rows = conn.execute(_TOKEN_ACTOR, params).all()
+                # through the driver: SQLAlchemy's results cost a sixth of a case read's CPU
+                rows = [_TokenRow(*r) for r in fetch_all(conn, _TOKEN_ACTOR, params)]
         else:
             with read_only(), self.session_factory() as session:
-                rows = session.execute(_TOKEN_ACTOR, params).all()
+                rows = [_TokenRow(*r) for r in session.execute(_TOKEN_ACTOR, params)]
         if not rows:
             return None
         first = rows[0]

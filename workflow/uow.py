@@ -13,7 +13,7 @@ from types import TracebackType
 from typing import Any, NamedTuple
 
 import psycopg
-from sqlalchemy import bindparam, literal_column, select
+from sqlalchemy import Select, bindparam, literal_column, select
 from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, make_transient_to_detached, sessionmaker
@@ -115,23 +115,52 @@ def _for_driver(statement: ClauseElement, dialect: Dialect) -> _DriverStatement:
     return _DriverStatement(compiled, processors)
 
 
-def _fetch_one(
-    connection: Connection, statement: ClauseElement, params: dict[str, Any], commit: bool = False
-) -> Any:
-    """``statement`` sent straight to the driver (prepared once per connection), with the
-    bind processing SQLAlchemy would apply; its first row (None if none), then, with
-    ``commit``, the driver's ``COMMIT``."""
+def _driver_call(
+    connection: Connection, statement: ClauseElement, params: dict[str, Any]
+) -> tuple[str, dict[str, Any]]:
+    """The statement's SQL for the driver and its parameters, bind-processed as SQLAlchemy's
+    own execution would."""
     driver = _for_driver(statement, connection.dialect)
     values = driver.compiled.construct_params(params)
     for name, process in driver.processors.items():
         values[name] = process(values[name])
-    sql = driver.compiled.string
+    return driver.compiled.string, values
+
+
+def _fetch_one(
+    connection: Connection, statement: ClauseElement, params: dict[str, Any], commit: bool = False
+) -> Any:
+    """``statement`` sent straight to the driver (prepared once per connection), with the
+    bind processing SQLAlchemy would apply; its first row as the driver gives it (None if
+    none), then, with ``commit``, the driver's ``COMMIT``."""
+    sql, values = _driver_call(connection, statement, params)
     raw = connection.connection.driver_connection
     with _driver_errors(connection, sql):
-        row = raw.cursor().execute(sql, values, prepare=True).fetchone()
+        cursor = raw.cursor().execute(sql, values, prepare=True)
+        row = cursor.fetchone()
         if commit:
             raw.commit()
     return row
+
+
+def fetch_all(connection: Connection, statement: Select, params: dict[str, Any]) -> list[tuple]:
+    """PostgreSQL: a select's rows read straight through the driver (prepared once per
+    connection, no result objects), each value through its column type's result processor
+    as SQLAlchemy's own execution would (``UTCDateTime``…); plain tuples in the select's
+    column order. For a hot read of a few rows (the token of every API request)."""
+    sql, values = _driver_call(connection, statement, params)
+    results = _result_processors(statement, connection.dialect)
+    with _driver_errors(connection, sql):
+        rows = connection.connection.driver_connection.cursor().execute(sql, values, prepare=True)
+        return [tuple(p(v) if p else v for p, v in zip(results, row, strict=True)) for row in rows]
+
+
+@lru_cache(maxsize=32)
+def _result_processors(statement: Select, dialect: Dialect) -> tuple[Callable | None, ...]:
+    return tuple(
+        c.type.dialect_impl(dialect).result_processor(dialect, None)
+        for c in statement.selected_columns
+    )
 
 
 @contextmanager

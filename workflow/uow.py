@@ -41,9 +41,9 @@ _CASE_LOCKED = _CASE.with_for_update(of=Case).add_columns(_GENERIC_PLANS)
 
 
 _AUTOCOMMIT = {"isolation_level": "AUTOCOMMIT"}
-# PostgreSQL: _CASE_LOCKED as Core columns (case's, then subject's), for the driver directly
-# a case's row and its subject's, as the driver reads them (UnitOfWork.read_case)
+# a case's columns, then its subject's, as the driver reads them (UnitOfWork.read_case)
 CASE_COLUMNS = (*Case.__table__.c, *Subject.__table__.c)
+# PostgreSQL: _CASE_LOCKED as Core columns (case's, then subject's), for the driver directly
 _CASE_ROW = (
     select(*CASE_COLUMNS)
     .join_from(Case.__table__, Subject.__table__)

@@ -156,6 +156,13 @@ def test_quick_run_produces_every_section(tmp_path: Path) -> None:
     assert offered == 10.0 or abs(offered - http["requests_per_s"] / 2) <= 0.1, http_open
     assert http_open["read"]["n"] > 0 and http_open["transition"]["n"] > 0, http_open
     assert not http_open["errors"] and not http["errors"]
+    # the machine's share of its cores during each load (Linux: /proc/stat), and its CPU per
+    # request; the sync workers by default
+    assert http["threads"] == 1
+    for load in (http, http_open):
+        if Path("/proc/stat").exists():
+            assert 0 < load["machine_busy"] <= 1.05, load
+            assert load["machine_cpu_ms_per_req"] > 0, load
     assert s["list"]["n"] > 0 and not s["list"]["errors"], s["list"]
     for which in ("reference", "big"):
         sweep = s["sweep"][which]

@@ -195,7 +195,23 @@ def test_security_headers_on_every_response(client: FlaskClient, users: ApiUsers
     ]
     for r in responses:
         assert_security_headers(r)
+        for name in ("Cache-Control", "Cross-Origin-Opener-Policy", "Permissions-Policy"):
+            assert len(r.headers.getlist(name)) == 1, (r.request.path, name)
     assert "frame-ancestors 'none'" in responses[5].headers["Content-Security-Policy"]
+
+
+def test_a_header_the_view_sets_is_kept(make_app: Callable[..., Flask]) -> None:
+    """The security headers are defaults: a view's own value of one stays, once."""
+    app = make_app()
+
+    @app.get("/own-headers")
+    def own() -> tuple[str, int, dict[str, str]]:
+        return "x", 200, {"Cache-Control": "private, max-age=60", "x-frame-options": "SAMEORIGIN"}
+
+    r = app.test_client().get("/own-headers")
+    assert r.headers.getlist("Cache-Control") == ["private, max-age=60"]
+    assert r.headers.getlist("X-Frame-Options") == ["SAMEORIGIN"]  # case-insensitive names
+    assert_security_headers(r)
 
 
 # ----------------------------------------------------------------------------- health, spec, docs

@@ -718,12 +718,12 @@ def _busy(h: dict[str, Any]) -> str:
     return f"; machine {h['machine_busy']:.0%} busy, {h['machine_cpu_ms_per_req']} ms CPU/req"
 
 
-def machine_load(
-    busy0: float | None, busy: float | None, wall: float, samples: Any
-) -> dict[str, Any]:
-    """How busy the whole machine was during a load (its share of all cores) and its busy
-    CPU time per answered request: a server held back by waits, not by CPU, shows a share
-    well under 1 (everything runs here: gunicorn, PostgreSQL and the load's own threads)."""
+def machine_load(busy0: float | None, wall: float, samples: Any) -> dict[str, Any]:
+    """How busy the whole machine was during a load that just ended (``busy0``: the machine's
+    busy CPU seconds when it started) — its share of all cores — and its busy CPU time per
+    answered request: a server held back by waits, not by CPU, shows a share well under 1
+    (everything runs here: gunicorn, PostgreSQL and the load's own threads)."""
+    busy = busy_cpu_seconds()
     if busy0 is None or busy is None or wall <= 0:
         return {}
     total = sum(len(v) for v in samples.ok.values())
@@ -787,11 +787,10 @@ def http_section(
             mix = bhttp.Mix(server.port, token, read_ids, write_ids, TRANSITION, form)
             busy0 = busy_cpu_seconds()
             samples, wall = bhttp.load(mix, clients=plan.http_clients, seconds=plan.http_seconds)
-            busy = busy_cpu_seconds()
             out["http"] = {
                 "clients": plan.http_clients,
                 **http_figures(samples, wall),
-                **machine_load(busy0, busy, wall, samples),
+                **machine_load(busy0, wall, samples),
                 "workers": 2,
                 "threads": plan.http_threads,
             }
@@ -799,11 +798,10 @@ def http_section(
             rate = max(out["http"]["requests_per_s"] / 2, 10.0)
             busy0 = busy_cpu_seconds()
             samples, wall, late = bhttp.open_loop(mix, rate=rate, seconds=plan.http_seconds)
-            busy = busy_cpu_seconds()
             out["http_open"] = {
                 "offered_per_s": round(rate, 1),
                 **http_figures(samples, wall),
-                **machine_load(busy0, busy, wall, samples),
+                **machine_load(busy0, wall, samples),
                 "sent_late": late,
             }
             out["http"]["ran_out_of_cases"] = next(write_ids, None) is None
@@ -997,7 +995,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         plan = replace(plan, seconds=args.seconds)
     if args.rounds:
         plan = replace(plan, rounds=args.rounds)
-    if getattr(args, "http_threads", None):
+    if args.http_threads:
         plan = replace(plan, http_threads=args.http_threads)
     which = set(args.only or SECTIONS)
     registry = Registry.from_directory(gen.DEFINITIONS)

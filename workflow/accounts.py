@@ -201,7 +201,7 @@ class Accounts:
         bind = self.session_factory.kw["bind"]
         if bind.dialect.name == "postgresql":  # one statement: no BEGIN, no ROLLBACK
             with bind.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-                # through the driver: SQLAlchemy's results cost a sixth of a case read's CPU
+                # through the driver: a case read then costs 0.94x the CPU (bench/README.md, (15))
                 rows = [_TokenRow(*r) for r in fetch_all(conn, _TOKEN_ACTOR, params)]
         else:
             with read_only(), self.session_factory() as session:

@@ -370,11 +370,13 @@ def pool_size(rate_per_client: float, clients: int, seconds: float) -> int:
 # ------------------------------------------------------------------------------- sections
 def count_statements(db: Db, registry: Registry, case_id: int, form: dict) -> dict[str, Any]:
     """The SQL statements one ``advance`` sends (``BEGIN`` and ``COMMIT`` not counted), and
-    in how many round trips, its ``COMMIT``'s included.
+    in how many round trips, its ``BEGIN``'s and ``COMMIT``'s included.
 
     PostgreSQL: as the driver sends them (psycopg's ``Cursor.execute``: the engine sends
     its command's statements past SQLAlchemy); statements sent in one pipeline would be one
-    round trip, and a ``COMMIT`` sent in one would ride with them. SQLite: SQLAlchemy's
+    round trip, and a ``COMMIT`` sent in one would ride with them. psycopg sends a ``BEGIN``
+    of its own before a statement outside autocommit that finds no transaction open, and
+    a ``COMMIT`` only for a transaction open (in autocommit, none). SQLite: SQLAlchemy's
     ``before_cursor_execute``, one round trip each (and the ``COMMIT``)."""
     import psycopg
 
@@ -388,6 +390,7 @@ def count_statements(db: Db, registry: Registry, case_id: int, form: dict) -> di
         actor = actor_for(s, ACTOR)
     seen: list[tuple[str, int | None]] = []  # (statement, its pipeline's id)
     commits: list[int | None] = []  # the pipeline each COMMIT was sent in
+    begins = 0  # BEGINs psycopg sent on its own (outside a pipeline)
 
     def short(statement: str | bytes) -> str:
         text_ = statement if isinstance(statement, str) else statement.decode()
@@ -400,12 +403,19 @@ def count_statements(db: Db, registry: Registry, case_id: int, form: dict) -> di
     if db.engine.dialect.name == "postgresql":
         real, real_commit = psycopg.Cursor.execute, psycopg.Connection.commit
 
+        def idle(connection: psycopg.Connection) -> bool:
+            return connection.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+
         def execute(self, query, params=None, **kw):  # noqa: ANN001, ANN202
-            seen.append((short(query), pipeline_of(self.connection)))
+            nonlocal begins
+            pipeline = pipeline_of(self.connection)
+            begins += pipeline is None and not self.connection.autocommit and idle(self.connection)
+            seen.append((short(query), pipeline))
             return real(self, query, params, **kw)
 
         def commit(self):  # noqa: ANN001, ANN202
-            commits.append(pipeline_of(self))
+            if not idle(self):  # (in autocommit, or after a rollback, nothing is sent)
+                commits.append(pipeline_of(self))
             return real_commit(self)
 
         psycopg.Cursor.execute = execute  # type: ignore[method-assign]
@@ -415,7 +425,8 @@ def count_statements(db: Db, registry: Registry, case_id: int, form: dict) -> di
         finally:
             psycopg.Cursor.execute = real  # type: ignore[method-assign]
             psycopg.Connection.commit = real_commit  # type: ignore[method-assign]
-        # the command's COMMIT; SQLAlchemy's own after it (the unit of work's) sends nothing
+        # the command's COMMIT, if any; SQLAlchemy's own after it (the unit of work's) finds
+        # no transaction open and sends nothing
         commits = commits[:1]
     else:
 
@@ -432,7 +443,7 @@ def count_statements(db: Db, registry: Registry, case_id: int, form: dict) -> di
     alone = sum(pid is None for _, pid in seen) + sum(pid not in pipelines for pid in commits)
     return {
         "count": len(seen),
-        "round_trips": len(pipelines) + alone,
+        "round_trips": len(pipelines) + alone + begins,
         "commit_pipelined": any(pid in pipelines for pid in commits),
         "statements": [statement for statement, _ in seen],
     }
@@ -976,7 +987,9 @@ def table(res: dict[str, Any]) -> str:
     if "sql" in s:
         sql = s["sql"]
         trips = sql.get("round_trips")
-        detail = "PostgreSQL" + (f", in {trips} round trips, COMMIT included" if trips else "")
+        detail = "PostgreSQL" + (
+            f", in {trips} round trips, BEGIN and COMMIT included" if trips else ""
+        )
         rows.append(("  SQL statements / advance", str(sql["count"]), detail, ""))
     w = [max(len(x[i]) for x in rows) for i in range(4)] if rows else [0] * 4
     head = ("measure", "value", "detail", "goal")

@@ -14,6 +14,7 @@ import json
 import re
 import unicodedata
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime
 from typing import Any, NamedTuple
@@ -22,6 +23,7 @@ from sqlalchemy import String, any_, bindparam, insert, literal, select, text, u
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm.attributes import flag_modified
 from sqlalchemy.orm.exc import StaleDataError
 
 from workflow import audit, deadlines, rollup, units
@@ -61,7 +63,7 @@ from workflow.model import (
 from workflow.queries import CaseFilter, list_cases
 from workflow.registry import Registry
 from workflow.storage import BlobStore, MemoryBlobStore
-from workflow.uow import CASE_COLUMNS, UnitOfWork
+from workflow.uow import CASE_COLUMNS, GENERIC_PLANS_UNTIL_RESET, RESET_PLANS, UnitOfWork
 
 NATIONAL_ID_RE = re.compile(r"^\d{9}(\d{3})?$")
 # built once: constructing a select per call showed in the profile of advance (bench.profile)
@@ -167,9 +169,12 @@ _CASE_WRITES = (
 # anything is written, so the statement can be sent with the commit
 # (``UnitOfWork.write_and_commit``). The started deadlines are one JSON array of rows with
 # every column but the id, as ``_deadline_row`` makes them (one text whatever their number, so
-# one compiled statement), inserted in the array's order. The case row is already locked
-# (``SELECT … FOR UPDATE``) and the chain head is taken last, so the head, which every writer
-# waits for, is held for this statement's end and the commit.
+# one compiled statement), inserted in the array's order. The case row is locked already
+# (``SELECT … FOR UPDATE``), or by this statement's UPDATE in an optimistic command, and the
+# chain head is taken last, so the head, which every writer waits for, is held for this
+# statement's end and the commit (an optimistic command's statement is its own transaction:
+# the commit is the statement's end). Its last column resets the plan cache mode an
+# optimistic command's read set (``uow.RESET_PLANS``).
 _STARTED_COLUMNS = ", ".join(c.name for c in _DEADLINES.c if c.name != "id")
 _WRITE_COMMAND = text(
     f"""
@@ -192,7 +197,8 @@ WITH hashed AS (SELECT {audit.PG_PARTS_HASHED_ALIKE} AS alike
     WHERE EXISTS (SELECT FROM updated_case)
     ORDER BY r.ordinality
 ), {audit.PG_APPEND_CTES.format(condition="EXISTS (SELECT FROM updated_case)")}
-SELECT (SELECT count(*) FROM updated_case), hashed.alike, head.seq, head.prev_hash, head.hash
+SELECT (SELECT count(*) FROM updated_case), hashed.alike, head.seq, head.prev_hash, head.hash,
+    {RESET_PLANS}
 FROM hashed LEFT JOIN head ON true
 """
 ).bindparams(
@@ -211,6 +217,33 @@ SELECT
      FROM deadlines WHERE case_id = :case_id AND status = 'open')
 """
 )
+
+
+# PostgreSQL: an optimistic command's one read (no lock: ``UnitOfWork.optimistic``): its case
+# and subject, with the active documents and the open deadlines as above, from one snapshot
+_COMMAND_READ = (
+    select(*CASE_COLUMNS)
+    .join_from(_CASES_T, Subject.__table__)
+    .add_columns(
+        text(
+            "(SELECT coalesce(json_agg(json_build_array(x.id, x.type, x.sha256) ORDER BY x.id),"
+            " '[]') FROM documents x WHERE x.case_id = cases.id AND x.revoked_at IS NULL)"
+        ),
+        text(
+            "(SELECT coalesce(json_agg(json_build_array(d.id, d.key, d.due_on) ORDER BY d.id),"
+            " '[]') FROM deadlines d WHERE d.case_id = cases.id AND d.status = 'open')"
+        ),
+        GENERIC_PLANS_UNTIL_RESET,  # for the command's write, which resets it
+    )
+    .where(_CASES_T.c.id == bindparam("case_id"))
+)
+
+
+class _LockNeeded(Exception):  # noqa: N818 - not an error: the command is done again, locked
+    """An optimistic command cannot finish without the case's lock: the case changed since
+    it was read (its write wrote nothing), or the command hands the case over (its writes
+    are more than one statement). Raised before anything is written; never leaves the
+    service."""
 
 
 class DeadlineView(NamedTuple):
@@ -348,8 +381,12 @@ class CaseService:
         self.blobs = blobs or MemoryBlobStore()
 
     # ------------------------------------------------------------------ helpers
-    def uow(self, *, read_only: bool = False, autocommit: bool = False) -> UnitOfWork:
-        return UnitOfWork(self.session_factory, read_only=read_only, autocommit=autocommit)
+    def uow(
+        self, *, read_only: bool = False, autocommit: bool = False, optimistic: bool = False
+    ) -> UnitOfWork:
+        return UnitOfWork(
+            self.session_factory, read_only=read_only, autocommit=autocommit, optimistic=optimistic
+        )
 
     def national_id_hash(self, national_id: str) -> str:
         """Keyed hash used to look a person up by ID without storing the ID in an index."""
@@ -407,23 +444,33 @@ class CaseService:
     def _active_documents(session: Session, case_id: int) -> list[Document]:
         return list(session.execute(_ACTIVE_DOCUMENTS, {"case_id": case_id}).scalars())
 
-    def _locked_case(
+    def _command_case(
         self, uow: UnitOfWork, case_id: int, actor: Actor
     ) -> tuple[Case, list[Document] | list[DocumentRef], list[tuple[int, str, date]]]:
-        """A command's case, its row locked and visible to ``actor``; then its active
-        documents and the (id, key, due date) of its open deadlines.
+        """A command's case, visible to ``actor`` (its row locked, unless the unit of work is
+        optimistic); then its active documents and the (id, key, due date) of its open
+        deadlines.
 
-        PostgreSQL: the lock, then :data:`_DOCUMENTS_AND_OPEN_DEADLINES`, straight through
+        PostgreSQL, locked: the lock, then :data:`_DOCUMENTS_AND_OPEN_DEADLINES`, straight through
         the driver (:meth:`UnitOfWork.lock_case_and_read`). The read is not folded into the
         case's ``SELECT … FOR UPDATE``: in READ COMMITTED a locking read that waited for
         another transaction returns the row as that one committed it, but its subqueries
         still see the snapshot taken before the wait, so a document revoked or a deadline met
         meanwhile would be missed; a second statement takes its snapshot after the lock.
+        PostgreSQL, optimistic (``uow.optimistic``): no lock; the case, its documents and its
+        open deadlines in one statement (:data:`_COMMAND_READ`), one snapshot of them all; the
+        command's write then finds out whether the case changed since (its version: every
+        command bumps it, and so does a revocation).
         SQLite: three statements (the write lock is held since ``BEGIN IMMEDIATE``)."""
         if uow.dialect == "postgresql":
-            case, (docs, open_deadlines) = uow.lock_case_and_read(
-                case_id, _DOCUMENTS_AND_OPEN_DEADLINES
-            )
+            if uow.optimistic:
+                case, (docs, open_deadlines, _) = uow.read_for_command(
+                    _COMMAND_READ, {"case_id": case_id}
+                )
+            else:
+                case, (docs, open_deadlines) = uow.lock_case_and_read(
+                    case_id, _DOCUMENTS_AND_OPEN_DEADLINES
+                )
             self._check_visible(uow, case, actor)
             return (
                 case,
@@ -643,17 +690,21 @@ class CaseService:
         params.update(self._deadline_parameters(deadlines))
         params.update(audit.append_parameters(uow.session, event, rows))
         self._flush(uow, case.id)
+        if uow.optimistic and not (last and previous is None):
+            raise RuntimeError("an optimistic command writes one statement, and last")
         if last and previous is None:
             row = uow.write_and_commit(_WRITE_COMMAND, params)
         else:
             row = uow.session.execute(_WRITE_COMMAND, params).one()
-        updated, hashed_alike, *appended = row
+        updated, hashed_alike, *appended, _ = row  # (_: the plan cache mode reset)
         if not hashed_alike:
             raise AuditChainBroken(
                 "the database would hash the audit event differently from rehabflow;"
                 " nothing was written",
                 case_id=case.id,
             )
+        if not updated and uow.optimistic:
+            raise _LockNeeded("the case changed since it was read")
         self._version_checked(updated, case)
         return audit.appended(event, *appended, (params["hash_before"], params["hash_after"]))
 
@@ -1138,76 +1189,126 @@ class CaseService:
             "data": data,
             "expected_version": expected_version,
         }
-        with self.uow() as uow:
-            if (stored := self._replay(uow, actor, idempotency_key, request)) is not None:
-                return stored
-            case, docs, open_deadlines = self._locked_case(uow, case_id, actor)
-            d = self.definition_of(case)
-            t = d.transitions.get(transition_key)
-            if t is None:
-                raise TransitionNotAvailable(
-                    f"unknown transition {transition_key!r}",
-                    transition=transition_key,
-                    state=case.state,
-                    allowed=[x.key for x in d.transitions_from(case.state)],
-                )
-            self._authorise(actor, t)
-            if expected_version is not None and expected_version != case.version:
-                raise PreconditionFailed(
-                    f"case is at version {case.version}, not {expected_version}",
-                    case_id=case.id,
-                    current_version=case.version,
-                )
-            today = business_date(now)
-            holder: dict[str, dict] = {}
-
-            def check() -> list[Reason]:
-                holder["form"], reasons = self._evaluate(d, t, case, docs, data, today, lang)
-                return reasons
-
-            token = CaseToken(case.state)
-            if not self.registry.machine(d).fire(token, t.key, check):
-                raise self._refusal(t.key, token.refusals)
-            form = holder["form"]
-            moving_to = self._transfer_target(d, t, case, form, today, lang)
-            from_state, dest = case.state, d.states[token.state]
-            case.state, case.group = dest.key, dest.group
-            case.state_entered_at = case.updated_at = now
-            if dest.kind == "terminal":
-                case.closed_at = now
-            self._set_fields(d, t, case, form, today)
-            terminal = dest.kind == "terminal"
-            plan = self._plan_deadlines(d, t, case, form, now, terminal, open_deadlines)
-            extra = self._transfer_extra(case, moving_to)
-            previous = self._hand_over(uow, case, moving_to)
-            event = self._write(  # every command bumps the version
+        return self._command(
+            idempotency_key,
+            lambda uow: self._advance(
                 uow,
-                case,
-                plan,
+                request,
+                case_id,
+                transition_key,
+                data,
                 actor,
                 now,
-                f"transition:{t.key}",
-                notify=t,
-                previous=previous,
-                last=not idempotency_key,  # (with no hand-over: _write checks previous)
-                from_state=from_state,
-                to_state=dest.key,
-                data={k: _json_value(v) for k, v in form.items()},
-                documents=self._used_documents(t, docs),
-                extra=extra,
+                expected_version=expected_version,
+                idempotency_key=idempotency_key,
+                lang=lang,
+            ),
+        )
+
+    def _command(
+        self, idempotency_key: str | None, body: Callable[[UnitOfWork], CommandResult]
+    ) -> CommandResult:
+        """Run a command's ``body`` in a unit of work. On PostgreSQL, a command without an
+        idempotency key (whose record would be a second write) runs optimistically first
+        (``UnitOfWork.optimistic``: no lock, one read, one write in its own transaction); if
+        that cannot finish (``_LockNeeded``: the case changed after it was read, or the
+        command hands it over), nothing was written, and it runs once more with the case
+        locked, as every command runs on SQLite. A refusal found in the optimistic run
+        stands: it holds for the case as it was read, and nothing was written."""
+        if not idempotency_key:
+            try:
+                with self.uow(optimistic=True) as uow:
+                    return body(uow)
+            except _LockNeeded:
+                pass  # nothing was written: once more, with the case locked
+        with self.uow() as uow:
+            return body(uow)
+
+    def _advance(
+        self,
+        uow: UnitOfWork,
+        request: dict,
+        case_id: int,
+        transition_key: str,
+        data: dict,
+        actor: Actor,
+        now: datetime,
+        *,
+        expected_version: int | None,
+        idempotency_key: str | None,
+        lang: str,
+    ) -> CommandResult:
+        if (stored := self._replay(uow, actor, idempotency_key, request)) is not None:
+            return stored
+        case, docs, open_deadlines = self._command_case(uow, case_id, actor)
+        d = self.definition_of(case)
+        t = d.transitions.get(transition_key)
+        if t is None:
+            raise TransitionNotAvailable(
+                f"unknown transition {transition_key!r}",
+                transition=transition_key,
+                state=case.state,
+                allowed=[x.key for x in d.transitions_from(case.state)],
             )
-            self._custody(uow, case, previous, event, now)
-            result = CommandResult(
-                case.id,
-                case.number,
-                case.state,
-                case.version,
-                event.seq,
-                f"transition:{t.key}",
-                from_state,
+        self._authorise(actor, t)
+        if expected_version is not None and expected_version != case.version:
+            raise PreconditionFailed(
+                f"case is at version {case.version}, not {expected_version}",
+                case_id=case.id,
+                current_version=case.version,
             )
-            self._remember(uow, actor, idempotency_key, request, result, now)
-            return self._commit(uow, case.id, actor, idempotency_key, request) or result
+        today = business_date(now)
+        holder: dict[str, dict] = {}
+
+        def check() -> list[Reason]:
+            holder["form"], reasons = self._evaluate(d, t, case, docs, data, today, lang)
+            return reasons
+
+        token = CaseToken(case.state)
+        if not self.registry.machine(d).fire(token, t.key, check):
+            raise self._refusal(t.key, token.refusals)
+        form = holder["form"]
+        moving_to = self._transfer_target(d, t, case, form, today, lang)
+        if moving_to is not None and uow.optimistic:
+            raise _LockNeeded("a hand-over writes more than one statement")
+        from_state, dest = case.state, d.states[token.state]
+        case.state, case.group = dest.key, dest.group
+        case.state_entered_at = case.updated_at = now
+        if dest.kind == "terminal":
+            case.closed_at = now
+        self._set_fields(d, t, case, form, today)
+        terminal = dest.kind == "terminal"
+        plan = self._plan_deadlines(d, t, case, form, now, terminal, open_deadlines)
+        extra = self._transfer_extra(case, moving_to)
+        previous = self._hand_over(uow, case, moving_to)
+        event = self._write(  # every command bumps the version
+            uow,
+            case,
+            plan,
+            actor,
+            now,
+            f"transition:{t.key}",
+            notify=t,
+            previous=previous,
+            last=not idempotency_key,  # (with no hand-over: _write checks previous)
+            from_state=from_state,
+            to_state=dest.key,
+            data={k: _json_value(v) for k, v in form.items()},
+            documents=self._used_documents(t, docs),
+            extra=extra,
+        )
+        self._custody(uow, case, previous, event, now)
+        result = CommandResult(
+            case.id,
+            case.number,
+            case.state,
+            case.version,
+            event.seq,
+            f"transition:{t.key}",
+            from_state,
+        )
+        self._remember(uow, actor, idempotency_key, request, result, now)
+        return self._commit(uow, case.id, actor, idempotency_key, request) or result
 
     # -- change of residence ---------------------------------------------------------
     def _transfer_target(
@@ -1342,7 +1443,7 @@ class CaseService:
         with self.uow() as uow:
             if (stored := self._replay(uow, actor, idempotency_key, request)) is not None:
                 return stored
-            case, docs, open_deadlines = self._locked_case(uow, case_id, actor)
+            case, docs, open_deadlines = self._command_case(uow, case_id, actor)
             d = self.definition_of(case)
             act = d.activities.get(activity_key)
             if act is None or case.state not in act.states:
@@ -1489,7 +1590,9 @@ class CaseService:
         if not reason or not reason.strip():
             raise ValidationFailed("a reason is required", errors={"reason": ["required"]})
         with self.uow() as uow:
-            # locked like advance: a revocation never lands inside a transition (PostgreSQL)
+            # locked like advance: a revocation never lands inside a locked transition; and it
+            # changes the case (its version), so an optimistic one that read the document as
+            # active writes nothing (UnitOfWork.optimistic)
             case = self._visible_case(uow, case_id, actor, lock=True)
             d = self.definition_of(case)
             level = (
@@ -1507,6 +1610,10 @@ class CaseService:
             if doc.revoked_at is not None:
                 return doc
             doc.revoked_at, doc.revoked_by, doc.revoke_reason = now, actor.user_id, reason.strip()
+            # the ORM's version-checked UPDATE bumps the version (flagged: written even when
+            # the time is the one the case holds)
+            case.updated_at = now
+            flag_modified(case, "updated_at")
             self._audit(
                 uow,
                 actor,

@@ -40,6 +40,19 @@ _GENERIC_PLANS = literal_column("set_config('plan_cache_mode', 'force_generic_pl
 _CASE_LOCKED = _CASE.with_for_update(of=Case).add_columns(_GENERIC_PLANS)
 
 
+# PostgreSQL, an optimistic command (UnitOfWork.optimistic): with no transaction to scope the
+# setting to, its read sets generic plans for the connection's session (a column of the read:
+# GENERIC_PLANS_UNTIL_RESET) and its write resets the setting (``NULL``: the server's
+# default) as a column of its own (RESET_PLANS): the write is planned before it runs, so
+# generically. Without it PostgreSQL planned the write afresh for every call (300 custom
+# plans in 300 advances, pg_prepared_statements). A command that ends without its write
+# resets the setting as it leaves the unit of work, so reports and lists, whose values are
+# skewed, keep the default.
+GENERIC_PLANS_UNTIL_RESET = literal_column(
+    "set_config('plan_cache_mode', 'force_generic_plan', false)"
+)
+RESET_PLANS = "set_config('plan_cache_mode', NULL, false)"
+
 _AUTOCOMMIT = {"isolation_level": "AUTOCOMMIT"}
 # a case's columns, then its subject's, as the driver reads them (UnitOfWork.read_case)
 CASE_COLUMNS = (*Case.__table__.c, *Subject.__table__.c)
@@ -188,7 +201,13 @@ def _driver_errors(connection: Connection, sql: str) -> Iterator[None]:
 class UnitOfWork:
     """``autocommit``: on PostgreSQL, each statement is its own transaction (no ``BEGIN`` and
     ``COMMIT`` round trips); for a unit of work whose reads are one statement and whose one
-    write is independent of them (the case page and its access-log row). Ignored on SQLite."""
+    write is independent of them (the case page and its access-log row). Ignored on SQLite.
+
+    ``optimistic``: on PostgreSQL, a command without a lock: its case is read with what it
+    depends on in one statement, and its one write (version-checked, so it writes nothing if
+    the case changed meanwhile) is its own transaction (``autocommit``); two round trips in
+    all. The caller does the command again, locked, when the write finds the case changed.
+    False on SQLite (whose writer lock is taken at ``BEGIN``) once entered."""
 
     def __init__(
         self,
@@ -196,17 +215,22 @@ class UnitOfWork:
         *,
         read_only: bool = False,
         autocommit: bool = False,
+        optimistic: bool = False,
     ) -> None:
         self._factory = session_factory
         self.read_only = read_only
-        self.autocommit = autocommit
+        self.autocommit = autocommit or optimistic
+        self.optimistic = optimistic
         self.committed = False  # by write_and_commit
+        # by read_for_command (its connection), until write_and_commit
+        self._plans_to_reset: Connection | None = None
         self._locked: dict[int, Case] = {}  # PostgreSQL: by lock_case_and_read, outside the session
 
     def __enter__(self) -> UnitOfWork:
         self._token = read_only_transaction.set(self.read_only)
         self.session = self._factory()
         self.dialect = self.session.get_bind().dialect.name
+        self.optimistic = self.optimistic and self.dialect == "postgresql"
         if self.autocommit and self.dialect == "postgresql":
             # before any statement: the connection's isolation level for this unit only
             self.session.connection(execution_options=_AUTOCOMMIT)
@@ -219,6 +243,8 @@ class UnitOfWork:
         tb: TracebackType | None,
     ) -> None:
         try:
+            if self._plans_to_reset is not None:
+                self._reset_plans(self._plans_to_reset)
             # close() rolls back anything not committed and detaches objects without expiring
             # them, so results read in the unit of work stay usable after it.
             self.session.close()
@@ -288,6 +314,30 @@ class UnitOfWork:
         case, n = _case_of(row, connection.dialect)
         return case, row[n:]
 
+    def read_for_command(self, statement: Select, params: dict[str, Any]) -> tuple[Case, tuple]:
+        """An optimistic command's read (PostgreSQL): as :meth:`read_case`; ``statement``
+        also sets generic plans for the session (a :data:`GENERIC_PLANS_UNTIL_RESET`
+        column), which the command's write resets (:data:`RESET_PLANS`), or else this unit of
+        work as it ends."""
+        self._plans_to_reset = self.session.connection()
+        return self.read_case(statement, params)
+
+    def _reset_plans(self, connection: Connection) -> None:
+        """The server's default plan cache mode again, after an optimistic command's read
+        whose write did not run or failed (a failed statement's reset is rolled back with
+        it). The connection is in autocommit, so no failed transaction stands in the way; if
+        the reset itself fails, the connection is dropped rather than handed out again."""
+        self._plans_to_reset = None
+        if connection.invalidated or connection.closed:
+            return
+        raw = connection.connection.driver_connection
+        if raw is None or raw.closed:
+            return
+        try:
+            raw.execute(f"SELECT {RESET_PLANS}")
+        except psycopg.Error as exc:
+            connection.invalidate(exc)
+
     def write_and_commit(self, statement: TextClause, params: dict[str, Any]) -> Any:
         """PostgreSQL: run ``statement`` (a write returning one row) straight through the
         driver, then ``COMMIT``; the row. Whatever the session still holds is flushed first
@@ -306,6 +356,7 @@ class UnitOfWork:
         connection = self.session.connection()
         row = _fetch_one(connection, statement, params, commit=True)
         self.committed = True
+        self._plans_to_reset = None  # by the write's own RESET_PLANS
         return row
 
     def get_case(self, case_id: int, *, for_update: bool = False) -> Case:

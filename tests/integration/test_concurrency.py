@@ -358,9 +358,12 @@ def test_revocation_racing_a_transition_is_serialised(
     transition committed *after* the revocation of a document it relies on.
 
     The interleaving is forced: the advancing thread reads the case's active documents, then
-    lets another officer revoke the required one before it goes on. On PostgreSQL only the
-    case-row lock taken by ``revoke_document`` makes the revoker wait; without it the
-    transition commits after the revocation, using the revoked document (regression test).
+    lets another officer revoke the required one before it goes on. On PostgreSQL the advance
+    runs optimistically first (no lock): the revocation commits, and since it bumps the case's
+    version the advance's write writes nothing; run again with the case locked, the advance
+    finds the document revoked. (A locked advance makes the revoker wait for its commit: the
+    case-row lock taken by ``revoke_document``.) Without either, the transition commits after
+    the revocation, using the revoked document (regression test).
     """
     cid = drive.open(DAY).case_id
     drive.attach(cid, ["determination_request"], DAY)
@@ -372,7 +375,7 @@ def test_revocation_racing_a_transition_is_serialised(
         ).scalar_one()
     form = drive.form(cid, "request_determination", DAY)
     revoker_outcome = Outcome()
-    original = CaseService._locked_case
+    original = CaseService._command_case
     revoker: list[threading.Thread] = []
 
     def revoke() -> None:
@@ -394,7 +397,7 @@ def test_revocation_racing_a_transition_is_serialised(
             t.join(1.0)
         return docs
 
-    monkeypatch.setattr(CaseService, "_locked_case", active_documents_then_revoke)
+    monkeypatch.setattr(CaseService, "_command_case", active_documents_then_revoke)
     try:
         result: CommandResult | None = service.advance(
             cid, "request_determination", form, officer, at(DAY, 11)
@@ -402,7 +405,7 @@ def test_revocation_racing_a_transition_is_serialised(
     except MissingDocuments:
         result = None
     finally:
-        monkeypatch.setattr(CaseService, "_locked_case", original)
+        monkeypatch.setattr(CaseService, "_command_case", original)
         for t in revoker:
             t.join(JOIN_TIMEOUT)
     assert revoker and not revoker[0].is_alive()

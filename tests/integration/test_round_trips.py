@@ -26,7 +26,13 @@ from sqlalchemy.exc import DBAPIError
 
 from workflow import audit
 from workflow.db import make_session_factory
-from workflow.errors import AuditChainBroken, CaseNotFound, OutOfJurisdiction, StaleCase
+from workflow.errors import (
+    AuditChainBroken,
+    CaseNotFound,
+    MissingDocuments,
+    OutOfJurisdiction,
+    StaleCase,
+)
 from workflow.model import (
     AccessLog,
     ActivityRecord,
@@ -35,6 +41,7 @@ from workflow.model import (
     Case,
     CaseCustody,
     Deadline,
+    Document,
     IdempotencyRecord,
     OutboxMessage,
     Subject,
@@ -165,10 +172,32 @@ def walk(drive: Driver) -> None:
     )
 
 
+@contextmanager
+def plan_modes_at_checkin(engine: Engine) -> Iterator[list[str]]:
+    """The plan cache mode of every connection given back to the pool inside the block."""
+    modes: list[str] = []
+
+    def checkin(dbapi_connection: psycopg.Connection, record: Any) -> None:
+        if dbapi_connection is None:  # invalidated
+            return
+        # through libpq itself: no transaction opened, and not among the statements counted
+        shown = dbapi_connection.pgconn.exec_(b"SHOW plan_cache_mode")
+        modes.append(shown.get_value(0, 0).decode())
+
+    event.listen(engine, "checkin", checkin)
+    try:
+        yield modes
+    finally:
+        event.remove(engine, "checkin", checkin)
+
+
 @pytest.mark.postgres
-def test_one_advance_is_three_statements_on_postgresql(
+def test_one_advance_is_two_statements_on_postgresql(
     engine: Engine, service: CaseService, drive: Driver, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """An advance without an idempotency key runs optimistically: one read (the case, its
+    subject, documents and open deadlines: one snapshot), then one write, each its own
+    transaction: no lock, no BEGIN, no COMMIT; two round trips in all."""
     if engine.dialect.name != "postgresql":
         pytest.skip("the round trips counted are PostgreSQL's (SQLite keeps one per table)")
     cid, form, officer = _ready_for_determination(drive)
@@ -180,33 +209,163 @@ def test_one_advance_is_three_statements_on_postgresql(
         real_commit(self)
 
     monkeypatch.setattr(psycopg.Connection, "commit", commit)
-    with statements(engine) as sent:
+    with statements(engine) as sent, plan_modes_at_checkin(engine) as modes:
         result = service.advance(cid, "request_determination", form, officer, at(DAY))
-    assert [s.split()[0] for s in sent] == ["SELECT", "SELECT", "WITH"], sent
-    assert "FOR UPDATE" in sent[0]  # the case row, locked
-    assert "set_config('plan_cache_mode', 'force_generic_plan', true)" in sent[0]
-    assert "json_agg" in sent[1]  # documents and open deadlines, after the lock
-    # each statement on its own, none in psycopg's pipeline (it cost more CPU than it
-    # saved), and the one COMMIT of the transaction right after the write
+    assert [s.split()[0] for s in sent] == ["SELECT", "WITH"], sent
+    assert "FOR UPDATE" not in sent[0] and sent[0].count("json_agg") == 2  # documents, deadlines
+    # generic plans for the session from the read on; the write resets them, as its last column
+    assert "set_config('plan_cache_mode', 'force_generic_plan', false)" in sent[0]
+    assert sent[1].endswith(
+        "set_config('plan_cache_mode', NULL, false) FROM hashed LEFT JOIN head ON true"
+    )
+    assert modes == ["auto"], modes  # the connection goes back to the pool as it came
+    # in autocommit the driver's commit sends nothing: no transaction was open
     assert not any("[pipeline" in s for s in sent), sent
-    assert commits == ["INTRANS"], commits
-    assert sent[2].startswith("WITH hashed AS")  # the audit hash checked before any write
-    assert "updated_case AS ( UPDATE cases" in sent[2]  # + deadline rows
+    assert commits == ["IDLE"], commits
+    assert sent[1].startswith("WITH hashed AS")  # the audit hash checked before any write
+    assert "updated_case AS ( UPDATE cases" in sent[1]  # + deadline rows
+    assert "WHERE id = %(case_id)s::BIGINT AND version = %(old_version)s AND" in sent[1]
     for cte in ("head AS ( UPDATE audit_head", "INSERT INTO audit_events", "INSERT INTO outbox"):
-        assert cte in sent[2]
-    assert "INSERT INTO report_moves" in sent[2] and "INSERT INTO report_deadlines" in sent[2]
+        assert cte in sent[1]
+    assert "INSERT INTO report_moves" in sent[1] and "INSERT INTO report_deadlines" in sent[1]
     with service.uow(read_only=True) as uow:
         head = uow.session.execute(select(AuditHead)).scalar_one()
-        event = uow.session.get(AuditEvent, result.audit_seq)
+        event_ = uow.session.get(AuditEvent, result.audit_seq)
         outbox = uow.session.execute(select(OutboxMessage.audit_seq)).scalars().all()
+        case = uow.session.get(Case, cid)
     # the event the database hashed is the head, and its outbox rows point at it
-    assert (head.seq, head.hash, head.prev_hash) == (event.seq, event.hash, event.prev_hash)
+    assert (head.seq, head.hash, head.prev_hash) == (event_.seq, event_.hash, event_.prev_hash)
     assert result.audit_seq in outbox
+    assert (case.state, case.version) == (result.state, result.version)
     with service.uow(read_only=True) as uow:
         rows = uow.session.execute(select(Deadline.key, Deadline.status)).all()
-        n_outbox = len(uow.session.execute(select(OutboxMessage.id)).all())
-    assert ("determination", "open") in rows and n_outbox >= 1
+    assert ("determination", "open") in rows
     assert service.verify_audit().ok
+
+
+@pytest.mark.postgres
+def test_an_advance_with_an_idempotency_key_locks_its_case(
+    engine: Engine, service: CaseService, drive: Driver
+) -> None:
+    """With an idempotency key (its record is a second write, in the same transaction) the
+    advance runs as before: the case row locked, then the documents and deadlines read, then
+    the write and the record, and one COMMIT."""
+    if engine.dialect.name != "postgresql":
+        pytest.skip("the statements counted are PostgreSQL's")
+    cid, form, officer = _ready_for_determination(drive)
+    with statements(engine) as sent, plan_modes_at_checkin(engine) as modes:
+        service.advance(cid, "request_determination", form, officer, at(DAY), idempotency_key="k-1")
+    locks = [s for s in sent if s.startswith("SELECT cases.") and "FOR UPDATE" in s]
+    assert len(locks) == 1, sent
+    assert "set_config('plan_cache_mode', 'force_generic_plan', true)" in locks[0]  # local
+    assert sum(s.startswith("WITH hashed AS") for s in sent) == 1, sent
+    assert modes == ["auto"], modes
+
+
+def _interleaved(monkeypatch: pytest.MonkeyPatch, other: Any) -> list[int]:
+    """Run ``other`` (another command, in its own unit of work) right after every optimistic
+    read of a command, the first time only; the versions the reads saw."""
+    real = UnitOfWork.read_for_command
+    seen: list[int] = []
+
+    def read_then_other(self: UnitOfWork, *args: Any) -> Any:
+        case, rest = real(self, *args)
+        seen.append(case.version)
+        if len(seen) == 1:
+            other()
+        return case, rest
+
+    monkeypatch.setattr(UnitOfWork, "read_for_command", read_then_other)
+    return seen
+
+
+@pytest.mark.postgres
+def test_a_revocation_after_an_optimistic_read_is_not_missed(
+    engine: Engine, service: CaseService, drive: Driver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The optimistic read saw the required document active; before its write, an officer
+    revokes it. The revocation changes the case's version, so the write writes nothing; the
+    command runs again with the case locked, finds the document revoked and is refused:
+    nothing of it is written, and the revocation stands."""
+    if engine.dialect.name != "postgresql":
+        pytest.skip("SQLite's commands hold the writer's lock from BEGIN: nothing interleaves")
+    cid, form, officer = _ready_for_determination(drive)
+    with service.uow(read_only=True) as uow:
+        (doc_id,) = uow.session.execute(
+            select(Document.id).where(Document.case_id == cid)
+        ).scalars()
+    police = drive.actors.get("commune_police", "officer")
+    reads = _interleaved(
+        monkeypatch,
+        lambda: service.revoke_document(cid, doc_id, "bản sao không hợp lệ", police, at(DAY, 9)),
+    )
+    before = written(engine)
+    with statements(engine) as sent, pytest.raises(MissingDocuments) as refused:
+        service.advance(cid, "request_determination", form, officer, at(DAY, 10))
+    assert refused.value.details["missing_documents"] == ["determination_request"]
+    assert reads == [before["cases"][0]["version"]]  # one optimistic read, then the locked one
+    assert any("FOR UPDATE" in s for s in sent), sent
+    after = written(engine)
+    # only the revocation's event, and the case's new version (bumped by the revocation)
+    assert [e["action"] for e in after["audit_events"][len(before["audit_events"]) :]] == [
+        "document.revoked"
+    ]
+    assert after["cases"][0]["version"] == before["cases"][0]["version"] + 1
+    assert after["cases"][0]["state"] == before["cases"][0]["state"]
+    assert after["deadlines"] == before["deadlines"]
+    assert service.verify_audit().ok
+
+
+@pytest.mark.postgres
+def test_an_optimistic_command_that_lost_its_race_runs_again_locked(
+    engine: Engine, service: CaseService, drive: Driver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another command changes the case between the optimistic read and its write, without
+    making the transition impossible (a document the transition does not need revoked): the
+    optimistic write writes nothing (no event, the head unmoved), and the command runs again,
+    locked, on the case as the other left it: one event each, two versions on."""
+    if engine.dialect.name != "postgresql":
+        pytest.skip("SQLite's commands hold the writer's lock from BEGIN: nothing interleaves")
+    cid, form, officer = _ready_for_determination(drive)
+    drive.attach(cid, ["addiction_result"], DAY)
+    with service.uow(read_only=True) as uow:
+        extra = uow.session.execute(
+            select(Document.id).where(Document.case_id == cid, Document.type == "addiction_result")
+        ).scalar_one()
+    police = drive.actors.get("commune_police", "officer")
+    reads = _interleaved(
+        monkeypatch,
+        lambda: service.revoke_document(cid, extra, "nhầm hồ sơ", police, at(DAY, 9)),
+    )
+    before = written(engine)
+    version = before["cases"][0]["version"]
+    with statements(engine) as sent:
+        result = service.advance(cid, "request_determination", form, officer, at(DAY, 10))
+    writes = [s for s in sent if s.startswith("WITH hashed AS")]
+    assert len(writes) == 2, sent  # the optimistic one (nothing written), the locked one
+    assert reads == [version]
+    assert (result.state, result.version) == ("addiction_determination", version + 2)
+    after = written(engine)
+    actions = [e["action"] for e in after["audit_events"][len(before["audit_events"]) :]]
+    assert actions == ["document.revoked", "transition:request_determination"]
+    assert after["audit_head"][0]["seq"] == before["audit_head"][0]["seq"] + 2
+    assert service.verify_audit().ok
+
+
+@pytest.mark.postgres
+def test_an_optimistic_command_refused_resets_the_plan_cache_mode(
+    engine: Engine, service: CaseService, drive: Driver
+) -> None:
+    """A command refused after its optimistic read (no write to reset the setting) still
+    gives its connection back with the server's default plan cache mode."""
+    if engine.dialect.name != "postgresql":
+        pytest.skip("PostgreSQL's setting")
+    cid = drive.open(DAY).case_id  # the required document is missing
+    form = drive.form(cid, "request_determination", DAY)
+    officer = drive.actor_for(drive.definition(cid).transitions["request_determination"])
+    with plan_modes_at_checkin(engine) as modes, pytest.raises(MissingDocuments):
+        service.advance(cid, "request_determination", form, officer, at(DAY))
+    assert modes == ["auto"], modes
 
 
 def test_the_commands_statements_stay_short_enough_for_psycopg_to_cache_their_parsing() -> None:
@@ -376,6 +535,7 @@ def test_a_case_changed_meanwhile_is_stale_and_nothing_is_written(
     actor = drive.actor_for(drive.definition(cid).transitions["record_addiction_result"])
     before = written(engine)
     real_get_case, real_lock = UnitOfWork.get_case, UnitOfWork.lock_case_and_read
+    real_read = UnitOfWork.read_case
 
     def read_before_the_other_command(self: UnitOfWork, case_id: int, **kw: Any) -> Case:
         case = real_get_case(self, case_id, **kw)
@@ -387,15 +547,22 @@ def test_a_case_changed_meanwhile_is_stale_and_nothing_is_written(
         case.version -= 1
         return case, row
 
+    def optimistic_read_before_the_other_command(self: UnitOfWork, *args: Any) -> Any:
+        case, rest = real_read(self, *args)
+        case.version -= 1
+        return case, rest
+
     monkeypatch.setattr(UnitOfWork, "get_case", read_before_the_other_command)
     monkeypatch.setattr(UnitOfWork, "lock_case_and_read", locked_before_the_other_command)
+    monkeypatch.setattr(UnitOfWork, "read_case", optimistic_read_before_the_other_command)
     with statements(engine) as sent, pytest.raises(StaleCase):
         service.advance(cid, "record_addiction_result", form, actor, at(DAY))
-    assert any("UPDATE cases" in s for s in sent)
+    writes = [s for s in sent if "UPDATE cases" in s]
+    # PostgreSQL: the optimistic write, then the locked one; each wrote nothing
+    assert len(writes) == (2 if engine.dialect.name == "postgresql" else 1), sent
     if engine.dialect.name == "sqlite":
         assert not any("audit_head" in s for s in sent), sent
-    monkeypatch.setattr(UnitOfWork, "get_case", real_get_case)
-    monkeypatch.setattr(UnitOfWork, "lock_case_and_read", real_lock)
+    monkeypatch.undo()
     assert written(engine) == before
     assert service.verify_audit().ok
 
@@ -421,7 +588,7 @@ def test_postgresql_writes_nothing_unless_the_case_row_matched(
     }
     actor = drive.actors.get("commune_police", "officer")
     with service.uow() as uow:
-        case, _, open_deadlines = service._locked_case(uow, cid, actor)
+        case, _, open_deadlines = service._command_case(uow, cid, actor)
         assert [key for _, key, _ in open_deadlines] == ["determination"]
         ids = [i for i, _, _ in open_deadlines]
         closing = [(due_on, key, "met") for _, key, due_on in open_deadlines]
@@ -573,8 +740,8 @@ def test_a_case_locked_twice_in_one_unit_of_work_is_one_instance(
     drive.attach(cid, ["determination_request"], DAY)
     officer = drive.actors.get("commune_police", "officer")
     with service.uow() as uow:
-        first, docs, _ = service._locked_case(uow, cid, officer)
-        again, docs_again, _ = service._locked_case(uow, cid, officer)
+        first, docs, _ = service._command_case(uow, cid, officer)
+        again, docs_again, _ = service._command_case(uow, cid, officer)
         assert again is first and first.subject is again.subject
         assert [d.type for d in docs] == [d.type for d in docs_again] == ["determination_request"]
         assert first.subject.full_name == "Trần Văn Bình"

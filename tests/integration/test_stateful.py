@@ -454,6 +454,7 @@ class CaseServiceMachine(RuleBasedStateMachine):
         assert doc_id in case.docs and doc.revoked_at is not None
         if not case.docs[doc_id].revoked:  # re-revoking is a no-op: no new audit event
             case.docs[doc_id].revoked = True
+            case.version += 1  # a revocation changes the case: a command read before is stale
             self.audit_expected += 1
 
     def progress(self, case: CaseModel, draw: Any, *, valid: bool) -> None:

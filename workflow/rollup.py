@@ -174,13 +174,14 @@ def _upsert(session: Session, table: Table, names: tuple[str, ...]) -> Any:
 
 def _recordset(table: Table, names: tuple[str, ...], condition: str) -> str:
     """PostgreSQL: an upsert of the rows of a jsonb parameter into ``table`` if
-    ``condition`` (SQL) holds."""
-    cols = [*names, "n"]
-    types = ", ".join(f"{c} {table.c[c].type.compile(dialect=postgresql.dialect())}" for c in cols)
+    ``condition`` (SQL) holds. The rows take the table's own column types
+    (``jsonb_populate_recordset``), so the text names no type: a command's write stays under
+    the length up to which psycopg caches its parsing (``service._write_statement``)."""
+    cols = ", ".join([*names, "n"])
     return (
-        f"INSERT INTO {table.name} ({', '.join(cols)}) "
-        f"SELECT {', '.join(cols)} FROM jsonb_to_recordset(CAST(:{table.name} AS jsonb)) "
-        f"AS r({types}) WHERE {condition} ON CONFLICT ({', '.join(names)}) "
+        f"INSERT INTO {table.name} ({cols}) SELECT {cols} "
+        f"FROM jsonb_populate_recordset(NULL::{table.name}, CAST(:{table.name} AS jsonb)) "
+        f"WHERE {condition} ON CONFLICT ({', '.join(names)}) "
         f"DO UPDATE SET n = {table.name}.n + excluded.n"
     )
 

@@ -25,6 +25,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.orm.attributes import flag_modified
 from sqlalchemy.orm.exc import StaleDataError
+from sqlalchemy.sql.elements import TextClause
 
 from workflow import audit, deadlines, rollup, units
 from workflow.actors import Actor
@@ -176,8 +177,19 @@ _CASE_WRITES = (
 # the commit is the statement's end). Its last column resets the plan cache mode an
 # optimistic command's read set (``uow.RESET_PLANS``).
 _STARTED_COLUMNS = ", ".join(c.name for c in _DEADLINES.c if c.name != "id")
-_WRITE_COMMAND = text(
-    f"""
+# an activity's record (``record_activity``), its audit_seq the event's: one more CTE
+_ACTIVITY_CTE = """, new_activity AS (
+    INSERT INTO activity_records (case_id, key, at, actor_id, data, audit_seq)
+    SELECT :case_id, :activity_key, :now, :actor_id, CAST(:activity_data AS jsonb), head.seq
+    FROM head
+)"""
+
+
+def _write_statement(more_ctes: str = "") -> TextClause:
+    """:data:`_WRITE_COMMAND`, with ``more_ctes`` (written once the head moved) before its
+    select. Whitespace runs are one space: the text stays under the 4,096 bytes up to which
+    psycopg caches its parsing of a statement (a test checks)."""
+    sql = f"""
 WITH hashed AS (SELECT {audit.PG_PARTS_HASHED_ALIKE} AS alike
 ), updated_case AS (
     UPDATE cases SET {", ".join(f"{column} = :{column}" for _, column in _CASE_WRITES)},
@@ -196,16 +208,21 @@ WITH hashed AS (SELECT {audit.PG_PARTS_HASHED_ALIKE} AS alike
     FROM jsonb_populate_recordset(NULL::deadlines, CAST(:started AS jsonb)) WITH ORDINALITY AS r
     WHERE EXISTS (SELECT FROM updated_case)
     ORDER BY r.ordinality
-), {audit.PG_APPEND_CTES.format(condition="EXISTS (SELECT FROM updated_case)")}
+), {audit.PG_APPEND_CTES.format(condition="EXISTS (SELECT FROM updated_case)")}{more_ctes}
 SELECT (SELECT count(*) FROM updated_case), hashed.alike, head.seq, head.prev_hash, head.hash,
     {RESET_PLANS}
 FROM hashed LEFT JOIN head ON true
 """
-).bindparams(
-    *(bindparam(column, type_=_CASES.c[column].type) for _, column in _CASE_WRITES),
-    bindparam("now", type_=_DEADLINES.c.closed_at.type),
-    *audit.PG_APPEND_PARAMETERS,
-)
+    # (no literal of the statement holds a space)
+    return text(" ".join(sql.split())).bindparams(
+        *(bindparam(column, type_=_CASES.c[column].type) for _, column in _CASE_WRITES),
+        bindparam("now", type_=_DEADLINES.c.closed_at.type),
+        *audit.PG_APPEND_PARAMETERS,
+    )
+
+
+_WRITE_COMMAND = _write_statement()
+_WRITE_ACTIVITY = _write_statement(_ACTIVITY_CTE)
 # PostgreSQL: what a command reads of a case once its row is locked, in one statement: the
 # active documents as [id, type, sha256] and the open deadlines as [id, key, due_on]
 _DOCUMENTS_AND_OPEN_DEADLINES = text(
@@ -237,6 +254,15 @@ _COMMAND_READ = (
     )
     .where(_CASES_T.c.id == bindparam("case_id"))
 )
+
+
+def _activity_record(
+    case: Case, key: str, data: dict, event: AuditEvent, actor: Actor, now: datetime
+) -> ActivityRecord:
+    """An activity's record (SQLite; PostgreSQL writes it in :data:`_WRITE_ACTIVITY`)."""
+    return ActivityRecord(
+        case_id=case.id, key=key, at=now, actor_id=actor.user_id, data=data, audit_seq=event.seq
+    )
 
 
 class _LockNeeded(Exception):  # noqa: N818 - not an error: the command is done again, locked
@@ -656,15 +682,19 @@ class CaseService:
         notify: Action | None = None,
         previous: tuple[str, str] | None = None,
         last: bool = False,
+        activity: str | None = None,
         **kwargs: Any,
     ) -> AuditEvent:
         """A command's writes once its checks passed: its loaded case as one version-checked
         ``UPDATE … WHERE id = … AND version = …`` (no matching row is a lost race:
         StaleCase, and nothing is written), its deadline rows, its audit event with the outbox
-        rows of ``notify`` (:meth:`_audit`) and its report counters; returns the event.
+        rows of ``notify`` (:meth:`_audit`), its report counters and, for ``activity`` (a
+        key), the activity's record with the event's data; returns the event.
 
-        PostgreSQL: one statement (:data:`_WRITE_COMMAND`; before it, a flush of what else the
-        session holds, e.g. a hand-over's subject row). ``last``: the command writes nothing
+        PostgreSQL: one statement (:data:`_WRITE_COMMAND`, or :data:`_WRITE_ACTIVITY`; before
+        it, a flush of what else the session holds, e.g. a hand-over's subject row). An
+        optimistic unit of work whose write finds the case changed raises ``_LockNeeded``
+        (nothing written). ``last``: the command writes nothing
         after it and nothing was written before it (no hand-over), so the statement goes
         straight through the driver and the ``COMMIT`` right after it
         (``UnitOfWork.write_and_commit``): a failed check then commits nothing. SQLite: the
@@ -681,21 +711,30 @@ class CaseService:
             self._write_deadlines(uow, deadlines)
             self._version_checked(uow.session.execute(_UPDATE_CASE, params).rowcount, case)
             self._flush(uow, case.id)
-            return self._audit(
+            event = self._audit(
                 uow, actor, now, action, case, notify=notify, previous=previous, **kwargs
             )
+            if activity is not None:
+                data = kwargs.get("data") or {}
+                uow.session.add(_activity_record(case, activity, data, event, actor, now))
+            return event
         event = self._event(actor, now, action, case, **kwargs)
         self._count(uow.session, event, case)
         rows = self._outbox_rows(notify, case, event, now, previous) if notify else []
         params.update(self._deadline_parameters(deadlines))
         params.update(audit.append_parameters(uow.session, event, rows))
         self._flush(uow, case.id)
+        statement = _WRITE_COMMAND
+        if activity is not None:
+            statement = _WRITE_ACTIVITY
+            params["activity_key"] = activity
+            params["activity_data"] = json.dumps(kwargs.get("data") or {}, ensure_ascii=False)
         if uow.optimistic and not (last and previous is None):
             raise RuntimeError("an optimistic command writes one statement, and last")
         if last and previous is None:
-            row = uow.write_and_commit(_WRITE_COMMAND, params)
+            row = uow.write_and_commit(statement, params)
         else:
-            row = uow.session.execute(_WRITE_COMMAND, params).one()
+            row = uow.session.execute(statement, params).one()
         updated, hashed_alike, *appended, _ = row  # (_: the plan cache mode reset)
         if not hashed_alike:
             raise AuditChainBroken(
@@ -1440,74 +1479,97 @@ class CaseService:
             "data": data,
             "expected_version": expected_version,
         }
-        with self.uow() as uow:
-            if (stored := self._replay(uow, actor, idempotency_key, request)) is not None:
-                return stored
-            case, docs, open_deadlines = self._command_case(uow, case_id, actor)
-            d = self.definition_of(case)
-            act = d.activities.get(activity_key)
-            if act is None or case.state not in act.states:
-                raise TransitionNotAvailable(
-                    f"activity {activity_key!r} is not available in state {case.state!r}",
-                    activity=activity_key,
-                    state=case.state,
-                    allowed=[a.key for a in d.activities_in(case.state)],
-                )
-            self._authorise(actor, act)
-            if expected_version is not None and expected_version != case.version:
-                raise PreconditionFailed(
-                    f"case is at version {case.version}, not {expected_version}",
-                    case_id=case.id,
-                    current_version=case.version,
-                )
-            today = business_date(now)
-            form, reasons = self._evaluate(d, act, case, docs, data, today, lang)
-            if reasons:
-                raise self._refusal(act.key, reasons)
-            moving_to = self._transfer_target(d, act, case, form, today, lang)
-            self._set_fields(d, act, case, form, today)
-            plan = self._plan_deadlines(d, act, case, form, now, False, open_deadlines)
-            case.updated_at = now
-            clean = {k: _json_value(v) for k, v in form.items()}
-            extra = self._transfer_extra(case, moving_to)
-            previous = self._hand_over(uow, case, moving_to)
-            event = self._write(  # every command bumps the version
+        return self._command(
+            idempotency_key,
+            lambda uow: self._record_activity(
                 uow,
-                case,
-                plan,
+                request,
+                case_id,
+                activity_key,
+                data,
                 actor,
                 now,
-                f"activity:{act.key}",
-                notify=act,
-                previous=previous,
-                from_state=case.state,
-                to_state=case.state,
-                data=clean,
-                documents=self._used_documents(act, docs),
-                extra=extra,
+                expected_version=expected_version,
+                idempotency_key=idempotency_key,
+                lang=lang,
+            ),
+        )
+
+    def _record_activity(
+        self,
+        uow: UnitOfWork,
+        request: dict,
+        case_id: int,
+        activity_key: str,
+        data: dict,
+        actor: Actor,
+        now: datetime,
+        *,
+        expected_version: int | None,
+        idempotency_key: str | None,
+        lang: str,
+    ) -> CommandResult:
+        if (stored := self._replay(uow, actor, idempotency_key, request)) is not None:
+            return stored
+        case, docs, open_deadlines = self._command_case(uow, case_id, actor)
+        d = self.definition_of(case)
+        act = d.activities.get(activity_key)
+        if act is None or case.state not in act.states:
+            raise TransitionNotAvailable(
+                f"activity {activity_key!r} is not available in state {case.state!r}",
+                activity=activity_key,
+                state=case.state,
+                allowed=[a.key for a in d.activities_in(case.state)],
             )
-            self._custody(uow, case, previous, event, now)
-            uow.session.add(
-                ActivityRecord(
-                    case_id=case.id,
-                    key=act.key,
-                    at=now,
-                    actor_id=actor.user_id,
-                    data=clean,
-                    audit_seq=event.seq,
-                )
+        self._authorise(actor, act)
+        if expected_version is not None and expected_version != case.version:
+            raise PreconditionFailed(
+                f"case is at version {case.version}, not {expected_version}",
+                case_id=case.id,
+                current_version=case.version,
             )
-            result = CommandResult(
-                case.id,
-                case.number,
-                case.state,
-                case.version,
-                event.seq,
-                f"activity:{act.key}",
-                case.state,
-            )
-            self._remember(uow, actor, idempotency_key, request, result, now)
-            return self._commit(uow, case.id, actor, idempotency_key, request) or result
+        today = business_date(now)
+        form, reasons = self._evaluate(d, act, case, docs, data, today, lang)
+        if reasons:
+            raise self._refusal(act.key, reasons)
+        moving_to = self._transfer_target(d, act, case, form, today, lang)
+        if moving_to is not None and uow.optimistic:
+            raise _LockNeeded("a hand-over writes more than one statement")
+        self._set_fields(d, act, case, form, today)
+        plan = self._plan_deadlines(d, act, case, form, now, False, open_deadlines)
+        case.updated_at = now
+        clean = {k: _json_value(v) for k, v in form.items()}
+        extra = self._transfer_extra(case, moving_to)
+        previous = self._hand_over(uow, case, moving_to)
+        event = self._write(  # every command bumps the version
+            uow,
+            case,
+            plan,
+            actor,
+            now,
+            f"activity:{act.key}",
+            notify=act,
+            previous=previous,
+            last=not idempotency_key,  # (with no hand-over: _write checks previous)
+            activity=act.key,  # its record, with the event's data
+            from_state=case.state,
+            to_state=case.state,
+            data=clean,
+            documents=self._used_documents(act, docs),
+            extra=extra,
+        )
+        self._custody(uow, case, previous, event, now)
+        result = CommandResult(
+            case.id,
+            case.number,
+            case.state,
+            case.version,
+            event.seq,
+            f"activity:{act.key}",
+            case.state,
+        )
+        self._remember(uow, actor, idempotency_key, request, result, now)
+        return self._commit(uow, case.id, actor, idempotency_key, request) or result
 
     def attach_document(
         self,

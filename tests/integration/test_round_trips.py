@@ -244,6 +244,60 @@ def test_one_advance_is_two_statements_on_postgresql(
 
 
 @pytest.mark.postgres
+def test_one_activity_is_two_statements_with_its_record_on_postgresql(
+    engine: Engine, service: CaseService, drive: Driver
+) -> None:
+    """A check-in runs optimistically too: its record (key, data, actor, time) is written by
+    the command's one write, pointing at the event the database numbered, and the check-in
+    deadline it meets is closed and the next one started by the same statement."""
+    if engine.dialect.name != "postgresql":
+        pytest.skip("the statements counted are PostgreSQL's")
+    cid = drive.open(DAY).case_id
+    drive.fire(cid, "request_determination", DAY)
+    drive.fire(cid, "record_addiction_result", DAY)
+    drive.fire(cid, "register_voluntary_home", DAY, registered_by="self")
+    d = drive.definition(cid)
+    drive.attach(
+        cid, [req.any_of[0] for req in d.transitions["decide_voluntary_home"].documents], DAY
+    )
+    drive.fire(cid, "decide_voluntary_home", DAY, term_months=6)
+    act = d.activities["check_in"]
+    day = date(2026, 4, 1)
+    drive.attach(cid, [req.any_of[0] for req in act.documents], day)
+    form = drive.form(cid, "check_in", day)
+    officer = drive.actor_for(act)
+    with service.uow(read_only=True) as uow:
+        due = uow.session.execute(
+            select(Deadline.id).where(
+                Deadline.case_id == cid, Deadline.key == "check_in_due", Deadline.status == "open"
+            )
+        ).scalar_one()
+    with statements(engine) as sent, plan_modes_at_checkin(engine) as modes:
+        result = service.record_activity(cid, "check_in", form, officer, at(day))
+    assert [x.split()[0] for x in sent] == ["SELECT", "WITH"], sent
+    assert "new_activity AS ( INSERT INTO activity_records" in sent[1]
+    assert modes == ["auto"]
+    with service.uow(read_only=True) as uow:
+        (record,) = uow.session.execute(
+            select(ActivityRecord).where(ActivityRecord.case_id == cid)
+        ).scalars()
+        met = uow.session.get(Deadline, due)
+        started = uow.session.execute(
+            select(Deadline.id).where(
+                Deadline.case_id == cid, Deadline.key == "check_in_due", Deadline.status == "open"
+            )
+        ).scalar_one()
+    assert (record.key, record.audit_seq, record.actor_id) == (
+        "check_in",
+        result.audit_seq,
+        officer.user_id,
+    )
+    assert record.at == at(day) and record.data == form  # (the form's values: JSON already)
+    assert met.status == "met" and started != due
+    assert service.verify_audit().ok
+
+
+@pytest.mark.postgres
 def test_an_advance_with_an_idempotency_key_locks_its_case(
     engine: Engine, service: CaseService, drive: Driver
 ) -> None:
@@ -381,6 +435,8 @@ def test_the_commands_statements_stay_short_enough_for_psycopg_to_cache_their_pa
     dialect = pg_psycopg.dialect()
     for statement in (
         service_module._WRITE_COMMAND,
+        service_module._WRITE_ACTIVITY,
+        service_module._COMMAND_READ,
         service_module._DOCUMENTS_AND_OPEN_DEADLINES,
         uow_module._CASE_ROW,
         audit._APPEND,

@@ -1290,12 +1290,7 @@ class CaseService:
                 allowed=[x.key for x in d.transitions_from(case.state)],
             )
         self._authorise(actor, t)
-        if expected_version is not None and expected_version != case.version:
-            raise PreconditionFailed(
-                f"case is at version {case.version}, not {expected_version}",
-                case_id=case.id,
-                current_version=case.version,
-            )
+        self._check_expected(case, expected_version)
         today = business_date(now)
         holder: dict[str, dict] = {}
 
@@ -1307,9 +1302,7 @@ class CaseService:
         if not self.registry.machine(d).fire(token, t.key, check):
             raise self._refusal(t.key, token.refusals)
         form = holder["form"]
-        moving_to = self._transfer_target(d, t, case, form, today, lang)
-        if moving_to is not None and uow.optimistic:
-            raise _LockNeeded("a hand-over writes more than one statement")
+        moving_to = self._transfer_target(uow, d, t, case, form, today, lang)
         from_state, dest = case.state, d.states[token.state]
         case.state, case.group = dest.key, dest.group
         case.state_entered_at = case.updated_at = now
@@ -1351,12 +1344,23 @@ class CaseService:
 
     # -- change of residence ---------------------------------------------------------
     def _transfer_target(
-        self, d: Definition, action: Action, case: Case, form: dict, today: date, lang: str
+        self,
+        uow: UnitOfWork,
+        d: Definition,
+        action: Action,
+        case: Case,
+        form: dict,
+        today: date,
+        lang: str,
     ) -> str | None:
-        """The commune the action hands the case to (``effects.transfer_to``), checked."""
+        """The commune the action hands the case to (``effects.transfer_to``), checked. An
+        optimistic command cannot hand a case over (its writes are more than one statement):
+        ``_LockNeeded``, before anything is written."""
         expr = action.effects.transfer_to
         if expr is None:
             return None
+        if uow.optimistic:
+            raise _LockNeeded("a hand-over writes more than one statement")
         target = evaluate(expr, self._context(d, case, form, today))
         name = str(expr["field"]).split(".", 1)[1]
         en = lang == "en"
@@ -1434,6 +1438,16 @@ class CaseService:
             .order_by(CaseCustody.until_seq.desc())
             .limit(1)
         ).scalar_one_or_none()
+
+    @staticmethod
+    def _check_expected(case: Case, expected_version: int | None) -> None:
+        """PreconditionFailed unless the case is at the version the caller expects (If-Match)."""
+        if expected_version is not None and expected_version != case.version:
+            raise PreconditionFailed(
+                f"case is at version {case.version}, not {expected_version}",
+                case_id=case.id,
+                current_version=case.version,
+            )
 
     @staticmethod
     def _authorise(actor: Actor, action: Action) -> None:
@@ -1522,19 +1536,12 @@ class CaseService:
                 allowed=[a.key for a in d.activities_in(case.state)],
             )
         self._authorise(actor, act)
-        if expected_version is not None and expected_version != case.version:
-            raise PreconditionFailed(
-                f"case is at version {case.version}, not {expected_version}",
-                case_id=case.id,
-                current_version=case.version,
-            )
+        self._check_expected(case, expected_version)
         today = business_date(now)
         form, reasons = self._evaluate(d, act, case, docs, data, today, lang)
         if reasons:
             raise self._refusal(act.key, reasons)
-        moving_to = self._transfer_target(d, act, case, form, today, lang)
-        if moving_to is not None and uow.optimistic:
-            raise _LockNeeded("a hand-over writes more than one statement")
+        moving_to = self._transfer_target(uow, d, act, case, form, today, lang)
         self._set_fields(d, act, case, form, today)
         plan = self._plan_deadlines(d, act, case, form, now, False, open_deadlines)
         case.updated_at = now

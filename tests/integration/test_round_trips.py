@@ -243,6 +243,15 @@ def test_one_advance_is_two_statements_on_postgresql(
     assert service.verify_audit().ok
 
 
+def _open_deadline(service: CaseService, case_id: int, key: str) -> int:
+    with service.uow(read_only=True) as uow:
+        return uow.session.execute(
+            select(Deadline.id).where(
+                Deadline.case_id == case_id, Deadline.key == key, Deadline.status == "open"
+            )
+        ).scalar_one()
+
+
 @pytest.mark.postgres
 def test_one_activity_is_two_statements_with_its_record_on_postgresql(
     engine: Engine, service: CaseService, drive: Driver
@@ -266,12 +275,7 @@ def test_one_activity_is_two_statements_with_its_record_on_postgresql(
     drive.attach(cid, [req.any_of[0] for req in act.documents], day)
     form = drive.form(cid, "check_in", day)
     officer = drive.actor_for(act)
-    with service.uow(read_only=True) as uow:
-        due = uow.session.execute(
-            select(Deadline.id).where(
-                Deadline.case_id == cid, Deadline.key == "check_in_due", Deadline.status == "open"
-            )
-        ).scalar_one()
+    due = _open_deadline(service, cid, "check_in_due")
     with statements(engine) as sent, plan_modes_at_checkin(engine) as modes:
         result = service.record_activity(cid, "check_in", form, officer, at(day))
     assert [x.split()[0] for x in sent] == ["SELECT", "WITH"], sent
@@ -282,11 +286,7 @@ def test_one_activity_is_two_statements_with_its_record_on_postgresql(
             select(ActivityRecord).where(ActivityRecord.case_id == cid)
         ).scalars()
         met = uow.session.get(Deadline, due)
-        started = uow.session.execute(
-            select(Deadline.id).where(
-                Deadline.case_id == cid, Deadline.key == "check_in_due", Deadline.status == "open"
-            )
-        ).scalar_one()
+    started = _open_deadline(service, cid, "check_in_due")
     assert (record.key, record.audit_seq, record.actor_id) == (
         "check_in",
         result.audit_seq,

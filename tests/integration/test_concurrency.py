@@ -1,9 +1,11 @@
 """Concurrent commands, on SQLite and PostgreSQL (scenario 4: two officers at once).
 
 Threads are released together by a :class:`threading.Barrier`, so both requests really are in
-flight at the same time. SQLite serialises writers with ``BEGIN IMMEDIATE``; PostgreSQL locks the
-case row (``SELECT ... FOR UPDATE``) and the audit-chain head. Either way: one winner, one audit
-event, one set of notifications, a version bumped by exactly one, and an audit chain that verifies.
+flight at the same time. SQLite serialises writers with ``BEGIN IMMEDIATE``. On PostgreSQL a
+command without an idempotency key runs optimistically first (its write checks the version it
+read, and writes nothing if the case changed), then locked (``SELECT ... FOR UPDATE``); the
+audit-chain head is locked by every write. Either way: one winner, one audit event, one set of
+notifications, a version bumped by exactly one, and an audit chain that verifies.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from workflow.errors import (
     StaleCase,
     TransitionNotAvailable,
 )
-from workflow.model import AuditEvent, Case, Document, OutboxMessage
+from workflow.model import ActivityRecord, AuditEvent, Case, Document, OutboxMessage
 from workflow.service import CaseService, CommandResult
 from workflow.simulate import fake_pdf
 
@@ -453,3 +455,51 @@ def test_activity_at_the_same_instant_still_bumps_the_version(
         f"same expected version {before.version} was "
         + ("refused" if second is None else f"accepted too (audit event {second.audit_seq})")
     )
+
+
+def test_concurrent_activities_on_one_case_all_land(drive: Driver, service: CaseService) -> None:
+    """Several officers record an activity on the same case at once, none with an expected
+    version: none may be lost. On PostgreSQL every one but the first to write finds the case
+    changed after its optimistic read, writes nothing, and lands when run again with the case
+    locked. Each lands once: one event and one record each (the record pointing at its
+    event), the version up by their number, the chain whole."""
+    width = 6
+    for n in range(3):
+        day = DAY + timedelta(days=7 * n)
+        cid = to_addicted(drive, day)
+        before = snapshot(service, cid)
+        officers = [drive.actors.get("commune_police", "officer")] * 3 + [
+            drive.actors.get("commune_police", "head")
+        ] * 3
+        forms = [
+            drive.form(cid, "movement_report", day, movement=f"đi làm ăn xa, lần {i}")
+            for i in range(width)
+        ]
+        outcomes = race(
+            *(
+                partial(service.record_activity, cid, "movement_report", form, who, at(day, 10))
+                for who, form in zip(officers, forms)
+            )
+        )
+        only_domain_errors(outcomes)
+        assert all(o.ok for o in outcomes), [o.error for o in outcomes]
+        results = [o.result for o in outcomes]
+        after = snapshot(service, cid)
+        assert after.version == before.version + width
+        assert sorted(r.version for r in results) == list(
+            range(before.version + 1, before.version + width + 1)
+        )
+        new_events = [e for e in after.case_events if e not in before.case_events]
+        assert [a for _, a in new_events] == ["activity:movement_report"] * width
+        with service.uow(read_only=True) as uow:
+            records = uow.session.execute(
+                select(ActivityRecord.audit_seq, ActivityRecord.data).where(
+                    ActivityRecord.case_id == cid
+                )
+            ).all()
+        assert sorted(seq for seq, _ in records) == sorted(seq for seq, _ in new_events)
+        assert sorted(data["movement"] for _, data in records) == sorted(
+            f["movement"] for f in forms
+        )
+    verdict = service.verify_audit()
+    assert verdict.ok, verdict

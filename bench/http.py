@@ -250,14 +250,20 @@ def open_loop(
     return samples, time.perf_counter() - start, late
 
 
-def timed_gets(port: int, token: str, paths: list[str]) -> tuple[list[float], dict[str, int]]:
-    """Each path once, sequentially; (latencies of the 200s, error counts by status)."""
-    out, errors = [], {}
+def timed_gets(
+    port: int, token: str, paths: list[str]
+) -> tuple[list[float], dict[str, int], dict[str, list[float]]]:
+    """Each path once, sequentially; (latencies of the 200s, error counts by status, the
+    latencies of the 200s by path)."""
+    out: list[float] = []
+    errors: dict[str, int] = {}
+    by_path: dict[str, list[float]] = {}
     for path in paths:
         t0 = time.perf_counter()
         status, _ = request(port, "GET", path, token)
         if status == 200:
             out.append(time.perf_counter() - t0)
+            by_path.setdefault(path, []).append(out[-1])
         else:
             errors[str(status)] = errors.get(str(status), 0) + 1
-    return out, errors
+    return out, errors, by_path

@@ -167,6 +167,11 @@ def test_quick_run_produces_every_section(tmp_path: Path) -> None:
             assert 0 < load["machine_busy"] <= 1.05, load
             assert load["machine_cpu_ms_per_req"] > 0, load
     assert s["list"]["n"] > 0 and not s["list"]["errors"], s["list"]
+    # each filter's pages: one entry per filter, the slowest by median named among them
+    by_filter = s["list"]["by_filter"]
+    assert len(by_filter) == s["list"]["filters"] and "overdue=true" in by_filter, by_filter
+    assert s["list"]["slowest_filter"] in by_filter
+    assert all(0 < f["p50_ms"] <= f["max_ms"] for f in by_filter.values()), by_filter
     for which in ("reference", "big"):
         sweep = s["sweep"][which]
         assert sweep["processed"] == sweep["escalations"] == sweep["due"] > 0, sweep

@@ -174,12 +174,13 @@ def _upsert(session: Session, table: Table, names: tuple[str, ...]) -> Any:
 
 def _recordset(table: Table, names: tuple[str, ...], condition: str) -> str:
     """PostgreSQL: an upsert of the rows of a jsonb parameter into ``table`` if
-    ``condition`` (SQL) holds. The rows take the table's own column types
-    (``jsonb_populate_recordset``), so the text names no type: a command's write stays under
-    the length up to which psycopg caches its parsing (``service._write_statement``)."""
-    cols = ", ".join([*names, "n"])
+    ``condition`` (SQL) holds. The rows are of the table's own row type
+    (``jsonb_populate_recordset``: its columns, in its order, with its types), so the text
+    names no column but the key's: a command's write stays under the length up to which
+    psycopg caches its parsing (``service._write_statement``)."""
+    assert [c.name for c in table.c] == [*names, "n"]  # the rows hold the key and the count
     return (
-        f"INSERT INTO {table.name} ({cols}) SELECT {cols} "
+        f"INSERT INTO {table.name} SELECT * "
         f"FROM jsonb_populate_recordset(NULL::{table.name}, CAST(:{table.name} AS jsonb)) "
         f"WHERE {condition} ON CONFLICT ({', '.join(names)}) "
         f"DO UPDATE SET n = {table.name}.n + excluded.n"

@@ -34,6 +34,7 @@ from workflow.definition import Action, DeadlineSpec, Definition, Notification, 
 from workflow.errors import (
     AuditChainBroken,
     DocumentNotFound,
+    DomainError,
     GuardFailed,
     IdempotencyConflict,
     InvalidDocument,
@@ -185,6 +186,16 @@ _ACTIVITY_CTE = """, new_activity AS (
 )"""
 
 
+# a command's idempotency record (its key, the request's digest, the result with the event's
+# seq from the head): a command sent again with the key gets the same result back (_replay)
+_KEY_CTE = """, new_key AS (
+    INSERT INTO idempotency_keys (actor_id, key, request_hash, response, created_at)
+    SELECT :key_actor, :idempotency_key, :request_hash,
+        CAST(:response AS jsonb) || jsonb_build_object('audit_seq', head.seq), :now
+    FROM head
+)"""
+
+
 def _write_statement(more_ctes: str = "") -> TextClause:
     """:data:`_WRITE_COMMAND`, with ``more_ctes`` (written once the head moved) before its
     select. Whitespace runs are one space: the text stays under the 4,096 bytes up to which
@@ -221,8 +232,16 @@ FROM hashed LEFT JOIN head ON true
     )
 
 
-_WRITE_COMMAND = _write_statement()
-_WRITE_ACTIVITY = _write_statement(_ACTIVITY_CTE)
+# by (an activity's record?, an idempotency record?)
+_WRITES = {
+    (activity, keyed): _write_statement(
+        (_ACTIVITY_CTE if activity else "") + (_KEY_CTE if keyed else "")
+    )
+    for activity in (False, True)
+    for keyed in (False, True)
+}
+_WRITE_COMMAND = _WRITES[False, False]
+_WRITE_ACTIVITY = _WRITES[True, False]
 # PostgreSQL: what a command reads of a case once its row is locked, in one statement: the
 # active documents as [id, type, sha256] and the open deadlines as [id, key, due_on]
 _DOCUMENTS_AND_OPEN_DEADLINES = text(
@@ -681,25 +700,26 @@ class CaseService:
         *,
         notify: Action | None = None,
         previous: tuple[str, str] | None = None,
-        last: bool = False,
         activity: str | None = None,
+        remember: tuple[str, dict, str | None] | None = None,
         **kwargs: Any,
     ) -> AuditEvent:
         """A command's writes once its checks passed: its loaded case as one version-checked
         ``UPDATE … WHERE id = … AND version = …`` (no matching row is a lost race:
         StaleCase, and nothing is written), its deadline rows, its audit event with the outbox
-        rows of ``notify`` (:meth:`_audit`), its report counters and, for ``activity`` (a
-        key), the activity's record with the event's data; returns the event.
+        rows of ``notify`` (:meth:`_audit`), its report counters, for ``activity`` (a key)
+        the activity's record with the event's data, and for ``remember`` (the idempotency
+        key, the request, the result's ``from_state``) the key's record with the command's
+        result; returns the event.
 
-        PostgreSQL: one statement (:data:`_WRITE_COMMAND`, or :data:`_WRITE_ACTIVITY`; before
-        it, a flush of what else the session holds, e.g. a hand-over's subject row). An
-        optimistic unit of work whose write finds the case changed raises ``_LockNeeded``
-        (nothing written). ``last``: the command writes nothing
-        after it and nothing was written before it (no hand-over), so the statement goes
+        PostgreSQL: one statement (:data:`_WRITES`; before it, a flush of what else the
+        session holds, e.g. a hand-over's subject row). An optimistic unit of work whose
+        write finds the case changed raises ``_LockNeeded`` (nothing written). With no
+        hand-over the command writes nothing before or after it, so the statement goes
         straight through the driver and the ``COMMIT`` right after it
         (``UnitOfWork.write_and_commit``): a failed check then commits nothing. SQLite: the
-        deadline statements of :meth:`_write_deadlines`, the case's, then :meth:`_audit`
-        (``last`` changes nothing)."""
+        deadline statements of :meth:`_write_deadlines`, the case's, then :meth:`_audit`,
+        the activity's and the key's records (ORM)."""
         self._count_deadlines(uow, case, deadlines)
         params = self._case_parameters(case)
         # the case leaves the session (on PostgreSQL it was never in it: lock_case_and_read),
@@ -717,6 +737,12 @@ class CaseService:
             if activity is not None:
                 data = kwargs.get("data") or {}
                 uow.session.add(_activity_record(case, activity, data, event, actor, now))
+            if remember is not None:
+                key, request, from_state = remember
+                result = CommandResult(
+                    case.id, case.number, case.state, case.version, event.seq, action, from_state
+                )
+                self._remember(uow, actor, key, request, result, now)
             return event
         event = self._event(actor, now, action, case, **kwargs)
         self._count(uow.session, event, case)
@@ -724,14 +750,23 @@ class CaseService:
         params.update(self._deadline_parameters(deadlines))
         params.update(audit.append_parameters(uow.session, event, rows))
         self._flush(uow, case.id)
-        statement = _WRITE_COMMAND
         if activity is not None:
-            statement = _WRITE_ACTIVITY
             params["activity_key"] = activity
             params["activity_data"] = json.dumps(kwargs.get("data") or {}, ensure_ascii=False)
-        if uow.optimistic and not (last and previous is None):
-            raise RuntimeError("an optimistic command writes one statement, and last")
-        if last and previous is None:
+        if remember is not None:
+            key, request, from_state = remember
+            # the result but its event's seq, which the statement adds from the head
+            version = case.version + 1
+            result = CommandResult(case.id, case.number, case.state, version, 0, action, from_state)
+            response = {k: v for k, v in result.to_dict().items() if k != "audit_seq"}
+            params["key_actor"] = actor.user_id or 0
+            params["idempotency_key"] = key
+            params["request_hash"] = audit.digest(request)
+            params["response"] = json.dumps(response, ensure_ascii=False)
+        statement = _WRITES[activity is not None, remember is not None]
+        if uow.optimistic and previous is not None:
+            raise RuntimeError("an optimistic command writes one statement")
+        if previous is None:
             row = uow.write_and_commit(statement, params)
         else:
             row = uow.session.execute(statement, params).one()
@@ -1229,7 +1264,9 @@ class CaseService:
             "expected_version": expected_version,
         }
         return self._command(
+            actor,
             idempotency_key,
+            request,
             lambda uow: self._advance(
                 uow,
                 request,
@@ -1245,23 +1282,38 @@ class CaseService:
         )
 
     def _command(
-        self, idempotency_key: str | None, body: Callable[[UnitOfWork], CommandResult]
+        self,
+        actor: Actor,
+        idempotency_key: str | None,
+        request: dict,
+        body: Callable[[UnitOfWork], CommandResult],
     ) -> CommandResult:
-        """Run a command's ``body`` in a unit of work. On PostgreSQL, a command without an
-        idempotency key (whose record would be a second write) runs optimistically first
-        (``UnitOfWork.optimistic``: no lock, one read, one write in its own transaction); if
-        that cannot finish (``_LockNeeded``: the case changed after it was read, or the
-        command hands it over), nothing was written, and it runs once more with the case
-        locked, as every command runs on SQLite. A refusal found in the optimistic run
-        stands: it holds for the case as it was read, and nothing was written."""
-        if not idempotency_key:
+        """Run a command's ``body`` in a unit of work. On PostgreSQL it runs optimistically
+        first (``UnitOfWork.optimistic``: no lock; a read, then one write in its own
+        transaction, the idempotency key's record included); if that cannot finish
+        (``_LockNeeded``: the case changed after it was read, or the command hands it over),
+        nothing was written, and it runs once more with the case locked, as every command
+        runs on SQLite. A refusal found in the optimistic run stands: it holds for the case
+        as it was read, and nothing was written. A write refused for its key's record (a
+        request with the same key committed first) gives that request's result back, or
+        its conflict; so does a refusal, if a request with the same key committed after this
+        one looked the key up (it finds the case moved on by that very request)."""
+        try:
             try:
                 with self.uow(optimistic=True) as uow:
                     return body(uow)
             except _LockNeeded:
                 pass  # nothing was written: once more, with the case locked
-        with self.uow() as uow:
-            return body(uow)
+            with self.uow() as uow:
+                return body(uow)
+        except (IntegrityError, DomainError):
+            if not idempotency_key:
+                raise
+            with self.uow(read_only=True) as again:
+                stored = self._replay(again, actor, idempotency_key, request)
+            if stored is None:
+                raise
+            return stored
 
     def _advance(
         self,
@@ -1322,7 +1374,7 @@ class CaseService:
             f"transition:{t.key}",
             notify=t,
             previous=previous,
-            last=not idempotency_key,  # (with no hand-over: _write checks previous)
+            remember=(idempotency_key, request, from_state) if idempotency_key else None,
             from_state=from_state,
             to_state=dest.key,
             data={k: _json_value(v) for k, v in form.items()},
@@ -1339,8 +1391,8 @@ class CaseService:
             f"transition:{t.key}",
             from_state,
         )
-        self._remember(uow, actor, idempotency_key, request, result, now)
-        return self._commit(uow, case.id, actor, idempotency_key, request) or result
+        self._commit(uow, case.id)  # (the key's record, if any, is written with the rest)
+        return result
 
     # -- change of residence ---------------------------------------------------------
     def _transfer_target(
@@ -1494,7 +1546,9 @@ class CaseService:
             "expected_version": expected_version,
         }
         return self._command(
+            actor,
             idempotency_key,
+            request,
             lambda uow: self._record_activity(
                 uow,
                 request,
@@ -1557,8 +1611,8 @@ class CaseService:
             f"activity:{act.key}",
             notify=act,
             previous=previous,
-            last=not idempotency_key,  # (with no hand-over: _write checks previous)
             activity=act.key,  # its record, with the event's data
+            remember=(idempotency_key, request, case.state) if idempotency_key else None,
             from_state=case.state,
             to_state=case.state,
             data=clean,
@@ -1575,8 +1629,8 @@ class CaseService:
             f"activity:{act.key}",
             case.state,
         )
-        self._remember(uow, actor, idempotency_key, request, result, now)
-        return self._commit(uow, case.id, actor, idempotency_key, request) or result
+        self._commit(uow, case.id)  # (the key's record, if any, is written with the rest)
+        return result
 
     def attach_document(
         self,

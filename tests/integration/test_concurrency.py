@@ -2,9 +2,9 @@
 
 Threads are released together by a :class:`threading.Barrier`, so both requests really are in
 flight at the same time. SQLite serialises writers with ``BEGIN IMMEDIATE``. On PostgreSQL a
-command without an idempotency key runs optimistically first (its write checks the version it
-read, and writes nothing if the case changed), then locked (``SELECT ... FOR UPDATE``); the
-audit-chain head is locked by every write. Either way: one winner, one audit event, one set of
+command runs optimistically first (its write checks the version it read, and writes nothing
+if the case changed), then locked (``SELECT ... FOR UPDATE``); the audit-chain head is locked
+by every write. Either way: one winner, one audit event, one set of
 notifications, a version bumped by exactly one, and an audit chain that verifies.
 """
 

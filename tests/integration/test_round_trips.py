@@ -1,11 +1,15 @@
 """A command's round trips on PostgreSQL (issue #8), and that fewer of them write the same rows.
 
-On PostgreSQL ``advance`` locks its case row in one statement, reads its documents and open
-deadlines in one, and writes everything else in one: the case and deadline rows, then the
-audit event (its seq and hash given by the database under the chain head's lock), the outbox
-rows and the report counters. SQLite keeps one statement per table (the generic path), so the
-same walk on both databases must leave the same rows: the same audit chain (hashes
-included), outbox rows, deadline rows, cases, custody and activity rows.
+On PostgreSQL a command (``advance``, ``record_activity``) reads its case with its documents
+and open deadlines in one statement, without a lock, and writes everything in one more, its
+own transaction: the case (version-checked) and deadline rows, then the audit event (its seq
+and hash given by the database under the chain head's lock), the outbox rows, the report
+counters, an activity's record and an idempotency key's record. If the case changed between
+the two, the write writes nothing and the command runs again with its case row locked
+(``SELECT … FOR UPDATE``), its documents and deadlines read after the lock. SQLite keeps one
+statement per table (the generic path), so the same walk on both databases must leave the
+same rows: the same audit chain (hashes included), outbox rows, deadline rows, cases,
+custody and activity rows.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from workflow.db import make_session_factory
 from workflow.errors import (
     AuditChainBroken,
     CaseNotFound,
+    IdempotencyConflict,
     MissingDocuments,
     OutOfJurisdiction,
     StaleCase,
@@ -298,22 +303,77 @@ def test_one_activity_is_two_statements_with_its_record_on_postgresql(
 
 
 @pytest.mark.postgres
-def test_an_advance_with_an_idempotency_key_locks_its_case(
+def test_an_advance_with_an_idempotency_key_writes_its_record_in_the_same_statement(
     engine: Engine, service: CaseService, drive: Driver
 ) -> None:
-    """With an idempotency key (its record is a second write, in the same transaction) the
-    advance runs as before: the case row locked, then the documents and deadlines read, then
-    the write and the record, and one COMMIT."""
+    """With an idempotency key the advance is optimistic too: the key is looked up, the case
+    read, and the key's record (the request's digest, the result with the event's seq from
+    the head) written by the command's one statement. The same request again gets the same
+    result from the record alone; another request with that key is refused."""
     if engine.dialect.name != "postgresql":
         pytest.skip("the statements counted are PostgreSQL's")
     cid, form, officer = _ready_for_determination(drive)
     with statements(engine) as sent, plan_modes_at_checkin(engine) as modes:
-        service.advance(cid, "request_determination", form, officer, at(DAY), idempotency_key="k-1")
-    locks = [s for s in sent if s.startswith("SELECT cases.") and "FOR UPDATE" in s]
-    assert len(locks) == 1, sent
-    assert "set_config('plan_cache_mode', 'force_generic_plan', true)" in locks[0]  # local
-    assert sum(s.startswith("WITH hashed AS") for s in sent) == 1, sent
+        result = service.advance(
+            cid, "request_determination", form, officer, at(DAY), idempotency_key="k-1"
+        )
+    assert [x.split()[0] for x in sent] == ["SELECT", "SELECT", "WITH"], sent
+    assert "FROM idempotency_keys" in sent[0] and "FOR UPDATE" not in sent[1]
+    assert "new_key AS ( INSERT INTO idempotency_keys" in sent[2]
     assert modes == ["auto"], modes
+    with service.uow(read_only=True) as uow:
+        record = uow.session.get(IdempotencyRecord, (officer.user_id, "k-1"))
+    assert record is not None and record.response == result.to_dict()
+    assert record.created_at == at(DAY)
+    with statements(engine) as again_sent:
+        again = service.advance(
+            cid, "request_determination", form, officer, at(DAY), idempotency_key="k-1"
+        )
+    assert again == result and len(again_sent) == 1, again_sent  # the record, nothing else
+    with pytest.raises(IdempotencyConflict):
+        service.advance(
+            cid,
+            "request_determination",
+            {**form, "reason": "khác"},
+            officer,
+            at(DAY),
+            idempotency_key="k-1",
+        )
+    assert service.verify_audit().ok
+
+
+@pytest.mark.postgres
+def test_a_key_committed_meanwhile_gives_its_result_and_writes_nothing(
+    engine: Engine, service: CaseService, drive: Driver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two requests with the same key: the second looked the key up before the first
+    committed. Its write fails on the key's record and writes nothing (one statement); it
+    returns the first request's result."""
+    if engine.dialect.name != "postgresql":
+        pytest.skip("PostgreSQL's path")
+    cid, form, officer = _ready_for_determination(drive)
+    first: list[Any] = []
+    real = CaseService._replay
+
+    def replay_then_the_first_commits(self: CaseService, uow: Any, *args: Any) -> Any:
+        found = real(self, uow, *args)
+        if not first:  # the first lookup of the key: the other request commits right after
+            first.append(None)
+            first[0] = service.advance(
+                cid, "request_determination", form, officer, at(DAY), idempotency_key="k-2"
+            )
+        return found
+
+    monkeypatch.setattr(CaseService, "_replay", replay_then_the_first_commits)
+    before_events = len(written(engine)["audit_events"])
+    second = service.advance(
+        cid, "request_determination", form, officer, at(DAY), idempotency_key="k-2"
+    )
+    monkeypatch.undo()
+    assert second == first[0]
+    after = written(engine)
+    assert len(after["audit_events"]) == before_events + 1  # the first request's only
+    assert service.verify_audit().ok
 
 
 def _interleaved(monkeypatch: pytest.MonkeyPatch, other: Any) -> list[int]:

@@ -493,9 +493,9 @@ def test_the_commands_statements_stay_short_enough_for_psycopg_to_cache_their_pa
     from workflow import uow as uow_module
 
     dialect = pg_psycopg.dialect()
+    assert len(service_module._WRITES) == 4  # with or without an activity's, a key's record
     for statement in (
-        service_module._WRITE_COMMAND,
-        service_module._WRITE_ACTIVITY,
+        *service_module._WRITES.values(),
         service_module._COMMAND_READ,
         service_module._DOCUMENTS_AND_OPEN_DEADLINES,
         uow_module._CASE_ROW,

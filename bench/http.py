@@ -141,11 +141,14 @@ class Mix:
     transition: str
     form: dict[str, Any]
     lock: threading.Lock = field(default_factory=threading.Lock)
+    ran_out: int = 0  # transitions that found no fresh case (a read was sent instead)
 
     def fresh_case(self) -> int | None:
         """The next case for a transition; None once they ran out (a read is sent then)."""
         with self.lock:
-            return next(self.write_ids, None)
+            case = next(self.write_ids, None)
+            self.ran_out += case is None
+            return case
 
     def send(self, write_case: int | None, read_case: int) -> tuple[str, int]:
         """A transition on ``write_case``, or else a read of ``read_case``: (kind, status)."""

@@ -806,9 +806,9 @@ def http_section(
                 "slowest_filter": slowest,
             }
         if "http" in which:
-            # fresh cases for the transitions of both loads (a fifth of up to ~800 req/s,
+            # fresh cases for the transitions of both loads (a fifth of up to ~1,200 req/s,
             # then of half that): a load that runs out sends reads instead, and says so
-            writes = gen.make_pool(db.engine, registry, int(250 * plan.http_seconds) + 100, now)
+            writes = gen.make_pool(db.engine, registry, int(360 * plan.http_seconds) + 100, now)
             write_ids = iter(writes)
             settle(db.engine)
             mix = bhttp.Mix(server.port, token, read_ids, write_ids, TRANSITION, form)
@@ -820,7 +820,9 @@ def http_section(
                 **machine_load(busy0, wall, samples),
                 "workers": 2,
                 "threads": plan.http_threads,
+                "ran_out_of_cases": mix.ran_out > 0,
             }
+            mix.ran_out = 0
             # the same mix at half that throughput, arriving on a schedule (open loop)
             rate = max(out["http"]["requests_per_s"] / 2, 10.0)
             busy0 = busy_cpu_seconds()
@@ -830,8 +832,8 @@ def http_section(
                 **http_figures(samples, wall),
                 **machine_load(busy0, wall, samples),
                 "sent_late": late,
+                "ran_out_of_cases": mix.ran_out > 0,
             }
-            out["http"]["ran_out_of_cases"] = next(write_ids, None) is None
     return out
 
 
@@ -947,7 +949,8 @@ def table(res: dict[str, Any]) -> str:
                 f"p99 {ho['transition']['p99_ms']} ms (half the closed loop's throughput)"
                 + _busy(ho)
                 + (f"; errors {ho['errors']}" if ho["errors"] else "")
-                + (f"; {ho['sent_late']} sent > 10 ms late" if ho["sent_late"] else ""),
+                + (f"; {ho['sent_late']} sent > 10 ms late" if ho["sent_late"] else "")
+                + ("; ran out of cases" if ho.get("ran_out_of_cases") else ""),
                 "",
             )
         )

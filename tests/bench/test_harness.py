@@ -159,6 +159,10 @@ def test_quick_run_produces_every_section(tmp_path: Path) -> None:
     assert offered == 10.0 or abs(offered - http["requests_per_s"] / 2) <= 0.1, http_open
     assert http_open["read"]["n"] > 0 and http_open["transition"]["n"] > 0, http_open
     assert not http_open["errors"] and not http["errors"]
+    # each load says whether it ran out of fresh cases for its transitions (then it sent
+    # reads instead, and its mix is not the stated one)
+    assert isinstance(http["ran_out_of_cases"], bool)
+    assert isinstance(http_open["ran_out_of_cases"], bool)
     # the machine's share of its cores during each load (Linux: /proc/stat), and its CPU per
     # request; the sync workers by default
     assert http["threads"] == 1
@@ -231,3 +235,13 @@ def test_a_later_run_of_the_same_day_does_not_overwrite_an_earlier_one(
     ]
     assert json.loads(first.read_text())["n"] == 1  # the earlier run is still there
     assert json.loads(second.read_text())["n"] == 2
+
+
+def test_a_load_that_runs_out_of_fresh_cases_counts_it() -> None:
+    """Each transition that finds no fresh case is counted (a read goes instead)."""
+    from bench.http import Mix
+
+    mix = Mix(0, "t", [1], iter([7]), "request_determination", {})
+    assert mix.fresh_case() == 7 and mix.ran_out == 0
+    assert mix.fresh_case() is None and mix.fresh_case() is None
+    assert mix.ran_out == 2

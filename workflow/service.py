@@ -197,9 +197,9 @@ _KEY_CTE = """, new_key AS (
 
 
 def _write_statement(more_ctes: str = "") -> TextClause:
-    """:data:`_WRITE_COMMAND`, with ``more_ctes`` (written once the head moved) before its
-    select. Whitespace runs are one space: the text stays under the 4,096 bytes up to which
-    psycopg caches its parsing of a statement (a test checks)."""
+    """A command's write (see above), with ``more_ctes`` (written once the head moved)
+    before its select. Whitespace runs are one space: the text stays under the 4,096 bytes
+    up to which psycopg caches its parsing of a statement (a test checks)."""
     sql = f"""
 WITH hashed AS (SELECT {audit.PG_PARTS_HASHED_ALIKE} AS alike
 ), updated_case AS (
@@ -240,18 +240,20 @@ _WRITES = {
     for activity in (False, True)
     for keyed in (False, True)
 }
-_WRITE_COMMAND = _WRITES[False, False]
-_WRITE_ACTIVITY = _WRITES[True, False]
-# PostgreSQL: what a command reads of a case once its row is locked, in one statement: the
-# active documents as [id, type, sha256] and the open deadlines as [id, key, due_on]
+# PostgreSQL: what a command reads besides its case, for the case ``{case}`` (an expression):
+# its active documents as [id, type, sha256] and its open deadlines as [id, key, due_on]
+_COMMAND_DOCUMENTS = (
+    "(SELECT coalesce(json_agg(json_build_array(x.id, x.type, x.sha256) ORDER BY x.id), '[]')"
+    " FROM documents x WHERE x.case_id = {case} AND x.revoked_at IS NULL)"
+)
+_COMMAND_DEADLINES = (
+    "(SELECT coalesce(json_agg(json_build_array(d.id, d.key, d.due_on) ORDER BY d.id), '[]')"
+    " FROM deadlines d WHERE d.case_id = {case} AND d.status = 'open')"
+)
+# ... once the case row is locked, in one statement
 _DOCUMENTS_AND_OPEN_DEADLINES = text(
-    """
-SELECT
-    (SELECT coalesce(json_agg(json_build_array(id, type, sha256) ORDER BY id), '[]')
-     FROM documents WHERE case_id = :case_id AND revoked_at IS NULL),
-    (SELECT coalesce(json_agg(json_build_array(id, key, due_on) ORDER BY id), '[]')
-     FROM deadlines WHERE case_id = :case_id AND status = 'open')
-"""
+    f"SELECT {_COMMAND_DOCUMENTS.format(case=':case_id')},"
+    f" {_COMMAND_DEADLINES.format(case=':case_id')}"
 )
 
 
@@ -261,14 +263,8 @@ _COMMAND_READ = (
     select(*CASE_COLUMNS)
     .join_from(_CASES_T, Subject.__table__)
     .add_columns(
-        text(
-            "(SELECT coalesce(json_agg(json_build_array(x.id, x.type, x.sha256) ORDER BY x.id),"
-            " '[]') FROM documents x WHERE x.case_id = cases.id AND x.revoked_at IS NULL)"
-        ),
-        text(
-            "(SELECT coalesce(json_agg(json_build_array(d.id, d.key, d.due_on) ORDER BY d.id),"
-            " '[]') FROM deadlines d WHERE d.case_id = cases.id AND d.status = 'open')"
-        ),
+        text(_COMMAND_DOCUMENTS.format(case="cases.id")),
+        text(_COMMAND_DEADLINES.format(case="cases.id")),
         GENERIC_PLANS_UNTIL_RESET,  # for the command's write, which resets it
     )
     .where(_CASES_T.c.id == bindparam("case_id"))
@@ -278,7 +274,7 @@ _COMMAND_READ = (
 def _activity_record(
     case: Case, key: str, data: dict, event: AuditEvent, actor: Actor, now: datetime
 ) -> ActivityRecord:
-    """An activity's record (SQLite; PostgreSQL writes it in :data:`_WRITE_ACTIVITY`)."""
+    """An activity's record (SQLite; PostgreSQL writes it in its :data:`_WRITES`)."""
     return ActivityRecord(
         case_id=case.id, key=key, at=now, actor_id=actor.user_id, data=data, audit_seq=event.seq
     )
@@ -658,7 +654,7 @@ class CaseService:
         lost a race).
 
         Commands write their case and deadline rows before :meth:`_audit` locks the audit
-        head (on PostgreSQL in the same statement, :data:`_WRITE_COMMAND`), so the lock every
+        head (on PostgreSQL in the same statement, :data:`_WRITES`), so the lock every
         writer waits for is held only for the event, the outbox and the commit. Lock order
         stays case row, then deadline rows, then head; the sweep takes the head before its
         deadline rows (SKIP LOCKED) and never waits for a case row."""
@@ -679,7 +675,7 @@ class CaseService:
 
     @staticmethod
     def _deadline_parameters(deadlines: DeadlineWrites) -> dict[str, Any]:
-        """PostgreSQL: the parameters of a command's deadline writes in :data:`_WRITE_COMMAND`
+        """PostgreSQL: the parameters of a command's deadline writes in :data:`_WRITES`
         (SQLite writes them with :meth:`_write_deadlines`)."""
         return {
             "met": deadlines.met,

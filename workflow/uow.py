@@ -284,19 +284,12 @@ class UnitOfWork:
         if (held := self._locked.get(case_id)) is not None:  # its row lock is held already
             return held, self.session.execute(then, {"case_id": case_id}).one()
         connection = self.session.connection()
-        dialect = connection.dialect
-        raw = connection.connection.driver_connection
         params = {"case_id": case_id}
-        sql = _for_driver(_CASE_ROW, dialect).compiled.string
-        cursor = raw.cursor()
-        with _driver_errors(connection, sql):
-            row = cursor.execute(sql, params, prepare=True).fetchone()
+        row = _fetch_one(connection, _CASE_ROW, params)
         if row is None:
             raise CaseNotFound(f"case {case_id} not found", case_id=case_id)
-        then_sql = _for_driver(then, dialect).compiled.string
-        with _driver_errors(connection, then_sql):
-            then_row = cursor.execute(then_sql, params, prepare=True).fetchone()
-        case, _ = _case_of(row, dialect)
+        then_row = _fetch_one(connection, then, params)
+        case, _ = _case_of(row, connection.dialect)
         self._locked[case_id] = case
         return case, then_row
 

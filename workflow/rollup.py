@@ -32,7 +32,7 @@ from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import (
     Select,
@@ -127,12 +127,20 @@ class Tally:
 _PENDING = "rehabflow.counters"
 
 
-def pending(session: Session) -> Tally:
-    """The deltas of the counters collected by the transaction of ``session`` so far; the
-    unit of work writes them when it commits (:func:`write_pending`)."""
-    tally = session.info.get(_PENDING)
+class HasInfo(Protocol):
+    """A session, or a unit of work (whose ``info`` is its session's once it made one)."""
+
+    @property
+    def info(self) -> dict[Any, Any]: ...
+
+
+def pending(holder: HasInfo) -> Tally:
+    """The deltas of the counters collected by the transaction of ``holder`` (a session, or
+    a unit of work) so far; the unit of work writes them when it commits
+    (:func:`write_pending`)."""
+    tally = holder.info.get(_PENDING)
     if tally is None:
-        tally = session.info[_PENDING] = Tally()
+        tally = holder.info[_PENDING] = Tally()
     return tally
 
 
@@ -202,11 +210,11 @@ def pg_counter_ctes(condition: str) -> str:
 _PG_ADD = text(f"WITH {pg_counter_ctes('true')} SELECT 1")
 
 
-def take_parameters(session: Session) -> dict[str, str]:
+def take_parameters(holder: HasInfo) -> dict[str, str]:
     """PostgreSQL: the parameters of :func:`pg_counter_ctes` for the transaction's pending
     deltas, which are then no longer pending (the statement writes them). A hand-over's
     deltas stay pending: :func:`write_pending` also drops the counters it emptied."""
-    tally = session.info.get(_PENDING)
+    tally = holder.info.get(_PENDING)
     if not tally or tally.emptied:
         return {MOVES.name: "[]", DEADLINES.name: "[]"}
     moves, deadlines = tally.rows()

@@ -657,7 +657,10 @@ class CaseService:
         head (on PostgreSQL in the same statement, :data:`_WRITES`), so the lock every
         writer waits for is held only for the event, the outbox and the commit. Lock order
         stays case row, then deadline rows, then head; the sweep takes the head before its
-        deadline rows (SKIP LOCKED) and never waits for a case row."""
+        deadline rows (SKIP LOCKED) and never waits for a case row. (A unit of work that
+        made no session holds nothing to flush.)"""
+        if not uow.has_session:
+            return
         try:
             uow.session.flush()
         except StaleDataError:
@@ -721,7 +724,7 @@ class CaseService:
         # the case leaves the session (on PostgreSQL it was never in it: lock_case_and_read),
         # so no flush writes it (the object keeps the written values, and the new version
         # once written, for the result)
-        if case in uow.session:
+        if uow.has_session and case in uow.session:
             uow.session.expunge(case)
         if uow.dialect != "postgresql":
             self._write_deadlines(uow, deadlines)
@@ -740,11 +743,11 @@ class CaseService:
                 )
                 self._remember(uow, actor, key, request, result, now)
             return event
-        event = self._event(actor, now, action, case, **kwargs)
-        self._count(uow.session, event, case)
+        event = self._event(actor, now, action, case, unsaved=True, **kwargs)
+        self._count(uow, event, case)
         rows = self._outbox_rows(notify, case, event, now, previous) if notify else []
         params.update(self._deadline_parameters(deadlines))
-        params.update(audit.append_parameters(uow.session, event, rows))
+        params.update(audit.append_parameters(uow, event, rows))
         self._flush(uow, case.id)
         if activity is not None:
             params["activity_key"] = activity
@@ -797,7 +800,8 @@ class CaseService:
         """Commit; map a lost race to StaleCase. If a concurrent request with the same
         idempotency key committed first, return its stored result instead."""
         try:
-            uow.session.flush()
+            if uow.has_session:
+                uow.session.flush()
             uow.commit()
         except StaleDataError:
             raise StaleCase(
@@ -831,12 +835,12 @@ class CaseService:
         return event
 
     @staticmethod
-    def _count(session: Session, event: AuditEvent, case: Case | None) -> None:
+    def _count(holder: rollup.HasInfo, event: AuditEvent, case: Case | None) -> None:
         """Count the event in the report counters of the transaction (``workflow.rollup``;
         written by the unit of work at commit, with the command's other deltas)."""
         if case is not None:
             place = (case.unit_code, case.province_code)
-            rollup.count_event(rollup.pending(session), event, place)
+            rollup.count_event(rollup.pending(holder), event, place)
 
     def _audit(
         self,
@@ -883,8 +887,11 @@ class CaseService:
         data: Any = None,
         documents: list[Document] | list[DocumentRef] | None = None,
         extra: dict | None = None,
+        unsaved: bool = False,
     ) -> AuditEvent:
-        return AuditEvent(
+        """The event of a command (``unsaved``: one that the command's own statement writes,
+        never a session: ``audit.unsaved_event``)."""
+        return (audit.unsaved_event if unsaved else AuditEvent)(
             case_id=case.id if case else None,
             at=now,
             actor_id=actor.user_id,
@@ -1025,7 +1032,7 @@ class CaseService:
     def _count_deadlines(uow: UnitOfWork, case: Case, w: DeadlineWrites) -> None:
         """The report counters of a command's deadline writes, at the case's place when they
         are written (after a hand-over: the new one; ``workflow.rollup``)."""
-        counters, place = rollup.pending(uow.session), (case.unit_code, case.province_code)
+        counters, place = rollup.pending(uow), (case.unit_code, case.province_code)
         for due_on, key, status in w.closing:
             counters.closed(due_on, key, status, w.now, place)
         for row in w.started:

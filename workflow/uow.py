@@ -14,11 +14,12 @@ from typing import Any, NamedTuple
 
 import psycopg
 from sqlalchemy import Select, bindparam, literal_column, select
-from sqlalchemy.engine import Connection, Dialect
+from sqlalchemy.engine import Connection, Dialect, Engine
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, make_transient_to_detached, sessionmaker
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlalchemy.orm.util import identity_key
+from sqlalchemy.pool import PoolProxiedConnection
 from sqlalchemy.sql.compiler import Compiled
 from sqlalchemy.sql.elements import ClauseElement, TextClause
 
@@ -53,7 +54,6 @@ GENERIC_PLANS_UNTIL_RESET = literal_column(
 )
 RESET_PLANS = "set_config('plan_cache_mode', NULL, false)"
 
-_AUTOCOMMIT = {"isolation_level": "AUTOCOMMIT"}
 # a case's columns, then its subject's, as the driver reads them (UnitOfWork.read_case)
 CASE_COLUMNS = (*Case.__table__.c, *Subject.__table__.c)
 # PostgreSQL: _CASE_LOCKED as Core columns (case's, then subject's), for the driver directly
@@ -128,12 +128,30 @@ def _for_driver(statement: ClauseElement, dialect: Dialect) -> _DriverStatement:
     return _DriverStatement(compiled, processors)
 
 
+class Driver(NamedTuple):
+    """What a statement sent straight to the driver needs: the dialect (its compiler and
+    type processors), psycopg's connection, and how to drop that connection when an error
+    broke it (a SQLAlchemy ``Connection``'s ``invalidate``, or the pool's own for a unit of
+    work that never made one: ``UnitOfWork.driver``)."""
+
+    dialect: Dialect
+    raw: psycopg.Connection
+    invalidate: Callable[[BaseException], None]
+
+    @classmethod
+    def of(cls, connection: Connection) -> Driver:
+        """The driver under a SQLAlchemy connection."""
+        return cls(
+            connection.dialect, connection.connection.driver_connection, connection.invalidate
+        )
+
+
 def _driver_call(
-    connection: Connection, statement: ClauseElement, params: dict[str, Any]
+    dialect: Dialect, statement: ClauseElement, params: dict[str, Any]
 ) -> tuple[str, dict[str, Any]]:
     """The statement's SQL for the driver and its parameters, bind-processed as SQLAlchemy's
     own execution would."""
-    driver = _for_driver(statement, connection.dialect)
+    driver = _for_driver(statement, dialect)
     values = driver.compiled.construct_params(params)
     for name, process in driver.processors.items():
         values[name] = process(values[name])
@@ -141,18 +159,17 @@ def _driver_call(
 
 
 def _fetch_one(
-    connection: Connection, statement: ClauseElement, params: dict[str, Any], commit: bool = False
+    driver: Driver, statement: ClauseElement, params: dict[str, Any], commit: bool = False
 ) -> Any:
     """``statement`` sent straight to the driver (prepared once per connection), with the
     bind processing SQLAlchemy would apply; its first row as the driver gives it (None if
     none), then, with ``commit``, the driver's ``COMMIT``."""
-    sql, values = _driver_call(connection, statement, params)
-    raw = connection.connection.driver_connection
-    with _driver_errors(connection, sql):
-        cursor = raw.cursor().execute(sql, values, prepare=True)
+    sql, values = _driver_call(driver.dialect, statement, params)
+    with _driver_errors(driver, sql):
+        cursor = driver.raw.cursor().execute(sql, values, prepare=True)
         row = cursor.fetchone()
         if commit:
-            raw.commit()
+            driver.raw.commit()
     return row
 
 
@@ -161,10 +178,11 @@ def fetch_all(connection: Connection, statement: Select, params: dict[str, Any])
     connection, no result objects), each value through its column type's result processor
     as SQLAlchemy's own execution would (``UTCDateTime``…); plain tuples in the select's
     column order. For a hot read of a few rows (the token of every API request)."""
-    sql, values = _driver_call(connection, statement, params)
-    results = _result_processors(statement, connection.dialect)
-    with _driver_errors(connection, sql):
-        rows = connection.connection.driver_connection.cursor().execute(sql, values, prepare=True)
+    driver = Driver.of(connection)
+    sql, values = _driver_call(driver.dialect, statement, params)
+    results = _result_processors(statement, driver.dialect)
+    with _driver_errors(driver, sql):
+        rows = driver.raw.cursor().execute(sql, values, prepare=True)
         return [tuple(p(v) if p else v for p, v in zip(results, row, strict=True)) for row in rows]
 
 
@@ -177,16 +195,16 @@ def _result_processors(statement: Select, dialect: Dialect) -> tuple[Callable | 
 
 
 @contextmanager
-def _driver_errors(connection: Connection, sql: str) -> Iterator[None]:
+def _driver_errors(driver: Driver, sql: str) -> Iterator[None]:
     """Errors of statements sent past SQLAlchemy, as SQLAlchemy raises them (``DBAPIError``
     subclasses, parameters hidden); a connection the error broke is invalidated, so the pool
     does not hand it out again."""
     try:
         yield
     except psycopg.Error as exc:
-        broken = connection.connection.driver_connection.closed
+        broken = driver.raw.closed
         if broken:
-            connection.invalidate(exc)
+            driver.invalidate(exc)
         raise DBAPIError.instance(
             sql,
             None,
@@ -194,7 +212,7 @@ def _driver_errors(connection: Connection, sql: str) -> Iterator[None]:
             psycopg.Error,
             hide_parameters=True,
             connection_invalidated=bool(broken),
-            dialect=connection.dialect,
+            dialect=driver.dialect,
         ) from exc
 
 
@@ -207,7 +225,15 @@ class UnitOfWork:
     depends on in one statement, and its one write (version-checked, so it writes nothing if
     the case changed meanwhile) is its own transaction (``autocommit``); two round trips in
     all. The caller does the command again, locked, when the write finds the case changed.
-    False on SQLite (whose writer lock is taken at ``BEGIN``) once entered."""
+    False on SQLite (whose writer lock is taken at ``BEGIN``) once entered.
+
+    The ORM session is made when first used (:attr:`session`). An ``autocommit`` unit of
+    work on PostgreSQL holds a pooled connection of its own, in psycopg's autocommit mode,
+    from its start (:meth:`driver`); its session, if it needs one (an idempotency key's
+    record, a province-wide agency's routing…), is bound to that same connection. A command
+    that goes straight through the driver then makes no session at all: the session, its
+    transaction and SQLAlchemy's connection cost an optimistic advance about 0.1 ms of CPU
+    (bench/README.md, (17))."""
 
     def __init__(
         self,
@@ -222,18 +248,30 @@ class UnitOfWork:
         self.autocommit = autocommit or optimistic
         self.optimistic = optimistic
         self.committed = False  # by write_and_commit
-        # by read_for_command (its connection), until write_and_commit
-        self._plans_to_reset: Connection | None = None
+        self._plans_to_reset = False  # by read_for_command, until write_and_commit
         self._locked: dict[int, Case] = {}  # PostgreSQL: by lock_case_and_read, outside the session
+        self._session: Session | None = None
+        # the session's ``info`` once it is made; until then the unit's own (rollup.pending)
+        self.info: dict[str, Any] = {}
+        self._pooled: PoolProxiedConnection | None = None  # autocommit units on PostgreSQL
+        self._connection: Connection | None = None  # over _pooled, for its session
+        self._driver: Driver | None = None
 
     def __enter__(self) -> UnitOfWork:
-        self._token = read_only_transaction.set(self.read_only)
-        self.session = self._factory()
-        self.dialect = self.session.get_bind().dialect.name
+        engine: Engine = self._factory.kw["bind"]
+        self._engine = engine
+        self.dialect = engine.dialect.name
         self.optimistic = self.optimistic and self.dialect == "postgresql"
         if self.autocommit and self.dialect == "postgresql":
-            # before any statement: the connection's isolation level for this unit only
-            self.session.connection(execution_options=_AUTOCOMMIT)
+            try:
+                self._pooled = engine.raw_connection()
+            except psycopg.Error as exc:  # as SQLAlchemy raises a failed connect
+                raise DBAPIError.instance(
+                    None, None, exc, psycopg.Error, hide_parameters=True, dialect=engine.dialect
+                ) from exc
+            # for this unit only: _release restores it before the connection goes back
+            self._pooled.driver_connection.autocommit = True
+        self._token = read_only_transaction.set(self.read_only)
         return self
 
     def __exit__(
@@ -243,20 +281,74 @@ class UnitOfWork:
         tb: TracebackType | None,
     ) -> None:
         try:
-            if self._plans_to_reset is not None:
-                self._reset_plans(self._plans_to_reset)
+            if self._plans_to_reset:
+                self._reset_plans()
             # close() rolls back anything not committed and detaches objects without expiring
             # them, so results read in the unit of work stay usable after it.
-            self.session.close()
+            if self._session is not None:
+                self._session.close()
+            if self._pooled is not None:
+                self._release()
         finally:
             read_only_transaction.reset(self._token)
+
+    @property
+    def session(self) -> Session:
+        """The unit's ORM session, made on first use (bound to the unit's own connection in
+        an ``autocommit`` unit on PostgreSQL)."""
+        if self._session is None:
+            if self._pooled is not None:
+                # psycopg is in autocommit: the session's BEGIN and COMMIT send nothing, and
+                # each statement is its own transaction, as in the unit's driver statements
+                self._connection = Connection(self._engine, connection=self._pooled)
+                self._session = self._factory(bind=self._connection)
+            else:
+                self._session = self._factory()
+            self._session.info.update(self.info)  # counters collected before it (rollup)
+            self.info = self._session.info
+        return self._session
+
+    @property
+    def has_session(self) -> bool:
+        """Whether the unit made its session (whatever it holds is written only through it)."""
+        return self._session is not None
+
+    def driver(self) -> Driver:
+        """The driver of the unit's connection (for statements sent past SQLAlchemy)."""
+        if self._pooled is None:
+            return Driver.of(self.session.connection())
+        if self._driver is None:
+            self._driver = Driver(
+                self._engine.dialect, self._pooled.driver_connection, self._invalidate
+            )
+        return self._driver
+
+    def _invalidate(self, exc: BaseException) -> None:
+        if self._connection is not None:
+            self._connection.invalidate(exc)
+        elif self._pooled is not None:
+            self._pooled.invalidate(exc)
+
+    def _release(self) -> None:
+        """The unit's own connection back to the pool, out of autocommit again (a connection
+        an error broke was invalidated: the pool drops it)."""
+        pooled, connection = self._pooled, self._connection
+        self._pooled = self._connection = self._driver = None
+        raw = pooled.driver_connection if pooled.is_valid else None
+        if raw is not None and not raw.closed:
+            try:
+                raw.autocommit = False
+            except psycopg.Error as exc:
+                pooled.invalidate(exc)
+        (connection or pooled).close()
 
     def commit(self) -> None:
         """Write the report counters the transaction collected (``workflow.rollup``), then
         commit; nothing to do once :meth:`write_and_commit` committed (SQLAlchemy's own
         commit would only find the driver's transaction closed)."""
         if self.committed:
-            if self.session.new or self.session.dirty or self.session.deleted:
+            s = self._session
+            if s is not None and (s.new or s.dirty or s.deleted):
                 raise RuntimeError("changes made after the unit of work committed")
             return
         rollup.write_pending(self.session)
@@ -283,13 +375,13 @@ class UnitOfWork:
             return case, self.session.execute(then, {"case_id": case_id}).one()
         if (held := self._locked.get(case_id)) is not None:  # its row lock is held already
             return held, self.session.execute(then, {"case_id": case_id}).one()
-        connection = self.session.connection()
+        driver = self.driver()
         params = {"case_id": case_id}
-        row = _fetch_one(connection, _CASE_ROW, params)
+        row = _fetch_one(driver, _CASE_ROW, params)
         if row is None:
             raise CaseNotFound(f"case {case_id} not found", case_id=case_id)
-        then_row = _fetch_one(connection, then, params)
-        case, _ = _case_of(row, connection.dialect)
+        then_row = _fetch_one(driver, then, params)
+        case, _ = _case_of(row, driver.dialect)
         self._locked[case_id] = case
         return case, then_row
 
@@ -300,11 +392,11 @@ class UnitOfWork:
         :meth:`lock_case_and_read` builds it, outside the session, and the row's other
         columns. The ORM's loading of the same row cost the case page 0.1–0.2 ms of CPU
         (bench/README.md, (15)). ``CaseNotFound`` when there is no row."""
-        connection = self.session.connection()
-        row = _fetch_one(connection, statement, params)
+        driver = self.driver()
+        row = _fetch_one(driver, statement, params)
         if row is None:
             raise CaseNotFound(f"case {params['case_id']} not found", case_id=params["case_id"])
-        case, n = _case_of(row, connection.dialect)
+        case, n = _case_of(row, driver.dialect)
         return case, row[n:]
 
     def read_for_command(self, statement: Select, params: dict[str, Any]) -> tuple[Case, tuple]:
@@ -312,24 +404,24 @@ class UnitOfWork:
         also sets generic plans for the session (a :data:`GENERIC_PLANS_UNTIL_RESET`
         column), which the command's write resets (:data:`RESET_PLANS`), or else this unit of
         work as it ends."""
-        self._plans_to_reset = self.session.connection()
+        self._plans_to_reset = True
         return self.read_case(statement, params)
 
-    def _reset_plans(self, connection: Connection) -> None:
+    def _reset_plans(self) -> None:
         """The server's default plan cache mode again, after an optimistic command's read
         whose write did not run or failed (a failed statement's reset is rolled back with
         it). The connection is in autocommit, so no failed transaction stands in the way; if
         the reset itself fails, the connection is dropped rather than handed out again."""
-        self._plans_to_reset = None
-        if connection.invalidated or connection.closed:
+        self._plans_to_reset = False
+        if self._pooled is None or not self._pooled.is_valid:
             return
-        raw = connection.connection.driver_connection
-        if raw is None or raw.closed:
+        driver = self.driver()
+        if driver.raw is None or driver.raw.closed:
             return
         try:
-            raw.execute(f"SELECT {RESET_PLANS}")
+            driver.raw.execute(f"SELECT {RESET_PLANS}")
         except psycopg.Error as exc:
-            connection.invalidate(exc)
+            driver.invalidate(exc)
 
     def write_and_commit(self, statement: TextClause, params: dict[str, Any]) -> Any:
         """PostgreSQL: run ``statement`` (a write returning one row) straight through the
@@ -343,13 +435,13 @@ class UnitOfWork:
         psycopg's pipeline once, so that the audit head was released before the client read
         the row; the pipeline cost more CPU than it saved: bench/README.md, (12).) An error
         fails the statement; nothing is committed, and the unit of work rolls back."""
-        self.session.flush()
-        if rollup.pending(self.session):
+        if self._session is not None:
+            self._session.flush()
+        if rollup.pending(self):
             raise RuntimeError("report counters pending after the last write")
-        connection = self.session.connection()
-        row = _fetch_one(connection, statement, params, commit=True)
+        row = _fetch_one(self.driver(), statement, params, commit=True)
         self.committed = True
-        self._plans_to_reset = None  # by the write's own RESET_PLANS
+        self._plans_to_reset = False  # by the write's own RESET_PLANS
         return row
 
     def get_case(self, case_id: int, *, for_update: bool = False) -> Case:

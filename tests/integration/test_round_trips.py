@@ -179,7 +179,10 @@ def walk(drive: Driver) -> None:
 
 @contextmanager
 def plan_modes_at_checkin(engine: Engine) -> Iterator[list[str]]:
-    """The plan cache mode of every connection given back to the pool inside the block."""
+    """The plan cache mode of every connection given back to the pool inside the block,
+    marked `` (autocommit)`` if the connection is still in psycopg's autocommit mode (an
+    optimistic command's unit of work puts it there, and must take it out again: a later
+    unit of work would otherwise commit statement by statement)."""
     modes: list[str] = []
 
     def checkin(dbapi_connection: psycopg.Connection, record: Any) -> None:
@@ -187,7 +190,8 @@ def plan_modes_at_checkin(engine: Engine) -> Iterator[list[str]]:
             return
         # through libpq itself: no transaction opened, and not among the statements counted
         shown = dbapi_connection.pgconn.exec_(b"SHOW plan_cache_mode")
-        modes.append(shown.get_value(0, 0).decode())
+        mode = shown.get_value(0, 0).decode()
+        modes.append(mode + (" (autocommit)" if dbapi_connection.autocommit else ""))
 
     event.listen(engine, "checkin", checkin)
     try:
@@ -453,8 +457,10 @@ def test_an_optimistic_command_that_lost_its_race_runs_again_locked(
     )
     before = written(engine)
     version = before["cases"][0]["version"]
-    with statements(engine) as sent:
+    with statements(engine) as sent, plan_modes_at_checkin(engine) as modes:
         result = service.advance(cid, "request_determination", form, officer, at(DAY, 10))
+    # the revocation's, the optimistic unit's and the locked one's: each as it came
+    assert modes == ["auto"] * 3, modes
     writes = [s for s in sent if s.startswith("WITH hashed AS")]
     assert len(writes) == 2, sent  # the optimistic one (nothing written), the locked one
     assert reads == [version]

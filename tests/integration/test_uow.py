@@ -1,0 +1,111 @@
+"""The unit of work (``workflow.uow``): one transaction, or on PostgreSQL one connection in
+autocommit whose session is made only when something needs it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+import psycopg
+import pytest
+from sqlalchemy import event, func, select, text
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from workflow import rollup
+from workflow.model import AccessLog
+from workflow.uow import UnitOfWork
+
+NOW = datetime(2026, 3, 2, 2, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def checkins(engine: Engine) -> Iterator[list[bool]]:
+    """Whether each connection given back to the pool is still in psycopg's autocommit."""
+    seen: list[bool] = []
+
+    def checkin(dbapi_connection: Any, record: Any) -> None:
+        if dbapi_connection is not None and isinstance(dbapi_connection, psycopg.Connection):
+            seen.append(dbapi_connection.autocommit)
+
+    event.listen(engine, "checkin", checkin)
+    yield seen
+    event.remove(engine, "checkin", checkin)
+
+
+def _log_row(session: Session) -> None:
+    session.add(AccessLog(at=NOW, user_id=1, case_id=1, action="test.uow"))
+    session.flush()
+
+
+def _logged(engine: Engine) -> int:
+    with engine.connect() as conn:
+        return conn.execute(
+            select(func.count()).select_from(AccessLog).where(AccessLog.action == "test.uow")
+        ).scalar_one()
+
+
+def test_an_autocommit_unit_makes_its_session_on_its_own_connection(
+    engine: Engine, session_factory: sessionmaker[Session], checkins: list[bool]
+) -> None:
+    """PostgreSQL: an autocommit unit holds one connection from its start; a statement sent
+    straight to the driver makes no session, and the session made later runs on that same
+    connection (one backend, one connection back to the pool, out of autocommit again),
+    each of its statements committed as it runs."""
+    if engine.dialect.name != "postgresql":
+        pytest.skip("SQLite has no autocommit units")
+    with UnitOfWork(session_factory, autocommit=True) as uow:
+        pid = uow.driver().raw.info.backend_pid
+        assert not uow.has_session
+        assert uow.session.execute(text("SELECT pg_backend_pid()")).scalar_one() == pid
+        _log_row(uow.session)
+        assert _logged(engine) == 1  # seen from another connection: committed already
+        assert checkins == [False]  # that connection's
+    assert checkins == [False, False]  # and the unit's one, out of autocommit
+
+
+def test_a_unit_that_does_not_commit_writes_nothing(
+    engine: Engine, session_factory: sessionmaker[Session], checkins: list[bool]
+) -> None:
+    """A transactional unit left without ``commit`` rolls its writes back, on both databases
+    (and on PostgreSQL its connection goes back as it came)."""
+    with UnitOfWork(session_factory) as uow:
+        _log_row(uow.session)
+    assert _logged(engine) == 0
+    with UnitOfWork(session_factory) as uow:
+        _log_row(uow.session)
+        uow.commit()
+    assert _logged(engine) == 1
+    assert not any(checkins)
+
+
+def test_counters_collected_before_the_session_are_its_own(
+    session_factory: sessionmaker[Session],
+) -> None:
+    """The report counters a command collects before its unit makes a session (an optimistic
+    command never makes one) are the ones the session writes if it is made later."""
+    with UnitOfWork(session_factory, optimistic=True) as uow:
+        rollup.pending(uow).deadline(NOW.date(), "k", "open", False, ("00001", "01"))
+        before = rollup.pending(uow)
+        assert rollup.pending(uow.session) is before
+        assert rollup.pending(uow) is before
+
+
+def test_an_autocommit_unit_whose_connection_broke_gives_it_up(
+    engine: Engine, session_factory: sessionmaker[Session]
+) -> None:
+    """PostgreSQL: a unit whose connection the server ended drops it: the next unit gets a
+    working connection from the pool, in transactional mode."""
+    if engine.dialect.name != "postgresql":
+        pytest.skip("PostgreSQL's connections")
+    with UnitOfWork(session_factory, autocommit=True) as uow:
+        pid = uow.driver().raw.info.backend_pid
+        with engine.connect() as other:
+            other.execute(text(f"SELECT pg_terminate_backend({pid})"))
+        with pytest.raises(psycopg.OperationalError):
+            uow.driver().raw.execute("SELECT 1")
+    with UnitOfWork(session_factory) as uow:
+        raw = uow.session.connection().connection.driver_connection
+        assert raw.info.backend_pid != pid and not raw.autocommit
+        assert uow.session.execute(text("SELECT 1")).scalar_one() == 1

@@ -351,6 +351,10 @@ class UnitOfWork:
             if s is not None and (s.new or s.dirty or s.deleted):
                 raise RuntimeError("changes made after the unit of work committed")
             return
+        if self._session is None and not rollup.pending(self):
+            # nothing went through a session (an autocommit unit's driver statements
+            # committed as they ran), and no counters wait for one
+            return
         rollup.write_pending(self.session)
         self.session.commit()
 

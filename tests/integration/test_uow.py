@@ -109,3 +109,21 @@ def test_an_autocommit_unit_whose_connection_broke_gives_it_up(
         raw = uow.session.connection().connection.driver_connection
         assert raw.info.backend_pid != pid and not raw.autocommit
         assert uow.session.execute(text("SELECT 1")).scalar_one() == 1
+
+
+def test_a_unit_that_made_no_session_commits_without_one_unless_counters_wait(
+    engine: Engine, session_factory: sessionmaker[Session]
+) -> None:
+    """``commit`` of a unit that made no session (the case page's: its statements went
+    straight to the driver) makes none; report counters collected without a session are
+    written by the one ``commit`` makes for them."""
+    with UnitOfWork(session_factory, autocommit=True) as uow:
+        uow.commit()
+        assert not uow.has_session
+    with UnitOfWork(session_factory) as uow:
+        rollup.pending(uow).deadline(NOW.date(), "k", "open", False, ("00001", "01"))
+        uow.commit()
+        assert uow.has_session
+    with engine.connect() as conn:
+        rows = conn.execute(select(rollup.DEADLINES.c.n)).scalars().all()
+    assert rows == [1, 1]  # the commune's row and the province's

@@ -263,14 +263,19 @@ class UnitOfWork:
         self.dialect = engine.dialect.name
         self.optimistic = self.optimistic and self.dialect == "postgresql"
         if self.autocommit and self.dialect == "postgresql":
+            pooled = None
             try:
-                self._pooled = engine.raw_connection()
-            except psycopg.Error as exc:  # as SQLAlchemy raises a failed connect
+                pooled = engine.raw_connection()
+                # for this unit only: _release restores it before the connection goes back
+                pooled.driver_connection.autocommit = True
+            except psycopg.Error as exc:  # raised as SQLAlchemy raises a failed connect
+                if pooled is not None:  # a connection that broke since: dropped
+                    pooled.invalidate(exc)
+                    pooled.close()
                 raise DBAPIError.instance(
                     None, None, exc, psycopg.Error, hide_parameters=True, dialect=engine.dialect
                 ) from exc
-            # for this unit only: _release restores it before the connection goes back
-            self._pooled.driver_connection.autocommit = True
+            self._pooled = pooled
         self._token = read_only_transaction.set(self.read_only)
         return self
 

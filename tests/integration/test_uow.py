@@ -11,6 +11,7 @@ import psycopg
 import pytest
 from sqlalchemy import event, func, select, text
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
 from workflow import rollup
@@ -127,3 +128,27 @@ def test_a_unit_that_made_no_session_commits_without_one_unless_counters_wait(
     with engine.connect() as conn:
         rows = conn.execute(select(rollup.DEADLINES.c.n)).scalars().all()
     assert rows == [1, 1]  # the commune's row and the province's
+
+
+def test_a_connection_broken_before_the_unit_starts_is_dropped(
+    engine: Engine, session_factory: sessionmaker[Session], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PostgreSQL: a pooled connection that cannot be put in autocommit (here: closed under
+    the pool) fails the unit as SQLAlchemy fails a connect (``DBAPIError``), goes back to no
+    one, and the next unit works."""
+    if engine.dialect.name != "postgresql":
+        pytest.skip("PostgreSQL's connections")
+    real = engine.raw_connection
+
+    def broken() -> Any:
+        pooled = real()
+        pooled.driver_connection.close()
+        return pooled
+
+    monkeypatch.setattr(engine, "raw_connection", broken)
+    with pytest.raises(DBAPIError), UnitOfWork(session_factory, autocommit=True):
+        pass
+    monkeypatch.undo()
+    assert engine.pool.checkedout() == 0
+    with UnitOfWork(session_factory, autocommit=True) as uow:
+        assert uow.driver().raw.execute("SELECT 1").fetchone() == (1,)

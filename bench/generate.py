@@ -40,7 +40,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-from sqlalchemy import func, insert, select
+from sqlalchemy import func, insert, select, text
 from sqlalchemy.engine import Engine
 from tqdm import tqdm
 
@@ -294,6 +294,42 @@ def ensure_schema(engine: Engine) -> None:
     million-case database is ``rehabflow init-db``'s decision, not a benchmark's)."""
     if schema.current_revision(engine) is None:
         schema.upgrade(engine)
+
+
+# PostgreSQL: how many cases ``bench.generate`` added (one row per generation), so that
+# ``bench.run`` can tell a database as generated from one its earlier runs' pools grew (each
+# full run adds tens of thousands of fresh cases to the demo commune, and the report, the list
+# and the sweep then measure another distribution). A bench-owned table beside rehabflow's
+# (in the schema of the connection's search path: a test's private schema, or ``public``).
+GENERATED = "rfbench_generated"
+
+
+def record_generated(engine: Engine, cases: int, at: datetime) -> None:
+    """Note that a generation added ``cases`` cases (PostgreSQL; nothing on SQLite)."""
+    if engine.dialect.name != "postgresql":
+        return
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                f"CREATE TABLE IF NOT EXISTS {GENERATED}"
+                " (at timestamptz NOT NULL, cases bigint NOT NULL)"
+            )
+        )
+        conn.execute(
+            text(f"INSERT INTO {GENERATED} VALUES (:at, :cases)"), {"at": at, "cases": cases}
+        )
+
+
+def generated_cases(engine: Engine) -> int | None:
+    """The cases the generations recorded by :func:`record_generated` added; None when none
+    was recorded (SQLite, or a database generated before generations were recorded)."""
+    if engine.dialect.name != "postgresql":
+        return None
+    with engine.connect() as conn:
+        if conn.scalar(text("SELECT to_regclass(:t)"), {"t": GENERATED}) is None:
+            return None
+        total = conn.scalar(text(f"SELECT sum(cases) FROM {GENERATED}"))
+    return None if total is None else int(total)
 
 
 def unit_chooser(rng: random.Random) -> Iterator[tuple[str, str]]:
@@ -1124,6 +1160,7 @@ def main(argv: list[str] | None = None) -> int:
     templates = build_templates(registry, now, variants=args.variants, seed=args.seed)
     print(f"{len(templates)} template walks in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
     report = load(engine, registry, templates, args.cases, now, seed=args.seed, progress=True)
+    record_generated(engine, args.cases, now)
     print(report)
     engine.dispose()
     return 0

@@ -57,3 +57,28 @@ def test_a_pool_smaller_than_the_database_keeps_its_indexes(
             assert verify(s).ok
         bigger = gen.make_pool(db.engine, registry, 200, now)  # more than the 160 held
         assert len(bigger) == 200 and dropped == [True, True]
+
+
+@pytest.mark.postgres
+def test_a_generation_is_recorded_and_pools_are_not() -> None:
+    """``python -m bench.generate`` notes how many cases it added; the pools that
+    ``bench.run`` adds later are not counted, so a run can say the database grew, and by
+    how much (``bench.run.grown_row``)."""
+    if not PG_AVAILABLE:
+        pytest.skip("PostgreSQL is not reachable")
+    from bench.run import grown_row
+
+    with pg_database(None, f"rfbench_gen_{os.getpid()}") as db:
+        assert gen.generated_cases(db.engine) is None  # nothing recorded yet
+        assert gen.main(["--cases", "30", "--database-url", db.url, "--variants", "1"]) == 0
+        assert gen.generated_cases(db.engine) == 30
+        registry = Registry.from_directory(gen.DEFINITIONS)
+        gen.make_pool(db.engine, registry, 12, datetime.now(UTC))
+        assert gen.generated_cases(db.engine) == 30
+        with make_session_factory(db.engine)() as s:
+            held = s.scalar(select(func.count()).select_from(Case))
+        assert held == 42
+        assert grown_row({"cases_before": 30, "generated_cases": 30}) is None
+        row = grown_row({"cases_before": held, "generated_cases": 30})
+        assert row is not None and row[1] == "+12 cases"
+        assert grown_row({"cases_before": held, "generated_cases": None}) is None

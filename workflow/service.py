@@ -359,6 +359,22 @@ class Reason:
 
 
 @dataclass(frozen=True)
+class _Request:
+    """A command as asked (``advance``, ``record_activity``): what its body needs besides the
+    case it reads, and ``fields``, what an idempotency key's record digests."""
+
+    fields: dict[str, Any]
+    case_id: int
+    key: str  # the transition's or the activity's
+    data: dict
+    actor: Actor
+    now: datetime
+    expected_version: int | None
+    idempotency_key: str | None
+    lang: str
+
+
+@dataclass(frozen=True)
 class CommandResult:
     case_id: int
     number: str
@@ -1259,39 +1275,36 @@ class CaseService:
         """Fire a transition: authorise, validate, check documents and guards, change state."""
         self._check_now(now)
         data = data or {}
-        request = {
+        fields = {
             "op": "advance",
             "case_id": case_id,
             "transition": transition_key,
             "data": data,
             "expected_version": expected_version,
         }
-        return self._command(
+        request = _Request(
+            fields,
+            case_id,
+            transition_key,
+            data,
             actor,
+            now,
+            expected_version,
             idempotency_key,
-            request,
-            lambda uow: self._advance(
-                uow,
-                request,
-                case_id,
-                transition_key,
-                data,
-                actor,
-                now,
-                expected_version=expected_version,
-                idempotency_key=idempotency_key,
-                lang=lang,
-            ),
+            lang,
         )
+        return self._command(request, self._advance)
 
     def _command(
         self,
-        actor: Actor,
-        idempotency_key: str | None,
-        request: dict,
-        body: Callable[[UnitOfWork], CommandResult],
+        request: _Request,
+        body: Callable[
+            [UnitOfWork, _Request, Case, list[Any], list[tuple[int, str, date]]], CommandResult
+        ],
     ) -> CommandResult:
-        """Run a command's ``body`` in a unit of work. On PostgreSQL it runs optimistically
+        """Run a command's ``body`` in a unit of work, on its case as read (after the
+        idempotency key's stored result, if any: then that result) with its active documents
+        and open deadlines (:meth:`_command_case`). On PostgreSQL it runs optimistically
         first (``UnitOfWork.optimistic``: no lock; a read, then one write in its own
         transaction, the idempotency key's record included); if that cannot finish
         (``_LockNeeded``: the case changed after it was read, or the command hands it over),
@@ -1301,19 +1314,27 @@ class CaseService:
         request with the same key committed first) gives that request's result back, or
         its conflict; so does a refusal, if a request with the same key committed after this
         one looked the key up (it finds the case moved on by that very request)."""
+        actor, key = request.actor, request.idempotency_key
+
+        def run(uow: UnitOfWork) -> CommandResult:
+            if (stored := self._replay(uow, actor, key, request.fields)) is not None:
+                return stored
+            case, docs, open_deadlines = self._command_case(uow, request.case_id, actor)
+            return body(uow, request, case, docs, open_deadlines)
+
         try:
             try:
                 with self.uow(optimistic=True) as uow:
-                    return body(uow)
+                    return run(uow)
             except _LockNeeded:
                 pass  # nothing was written: once more, with the case locked
             with self.uow() as uow:
-                return body(uow)
+                return run(uow)
         except (IntegrityError, DomainError):
-            if not idempotency_key:
+            if not key:
                 raise
             with self.uow(read_only=True) as again:
-                stored = self._replay(again, actor, idempotency_key, request)
+                stored = self._replay(again, actor, key, request.fields)
             if stored is None:
                 raise
             return stored
@@ -1321,20 +1342,13 @@ class CaseService:
     def _advance(
         self,
         uow: UnitOfWork,
-        request: dict,
-        case_id: int,
-        transition_key: str,
-        data: dict,
-        actor: Actor,
-        now: datetime,
-        *,
-        expected_version: int | None,
-        idempotency_key: str | None,
-        lang: str,
+        request: _Request,
+        case: Case,
+        docs: list[Any],
+        open_deadlines: list[tuple[int, str, date]],
     ) -> CommandResult:
-        if (stored := self._replay(uow, actor, idempotency_key, request)) is not None:
-            return stored
-        case, docs, open_deadlines = self._command_case(uow, case_id, actor)
+        transition_key, data, actor, now = request.key, request.data, request.actor, request.now
+        idempotency_key, lang = request.idempotency_key, request.lang
         d = self.definition_of(case)
         t = d.transitions.get(transition_key)
         if t is None:
@@ -1345,7 +1359,7 @@ class CaseService:
                 allowed=[x.key for x in d.transitions_from(case.state)],
             )
         self._authorise(actor, t)
-        self._check_expected(case, expected_version)
+        self._check_expected(case, request.expected_version)
         today = business_date(now)
         holder: dict[str, dict] = {}
 
@@ -1377,7 +1391,7 @@ class CaseService:
             f"transition:{t.key}",
             notify=t,
             previous=previous,
-            remember=(idempotency_key, request, from_state) if idempotency_key else None,
+            remember=(idempotency_key, request.fields, from_state) if idempotency_key else None,
             from_state=from_state,
             to_state=dest.key,
             data={k: _json_value(v) for k, v in form.items()},
@@ -1541,48 +1555,36 @@ class CaseService:
         """Record an activity (check-in, support given...): audited, no change of state."""
         self._check_now(now)
         data = data or {}
-        request = {
+        fields = {
             "op": "activity",
             "case_id": case_id,
             "activity": activity_key,
             "data": data,
             "expected_version": expected_version,
         }
-        return self._command(
+        request = _Request(
+            fields,
+            case_id,
+            activity_key,
+            data,
             actor,
+            now,
+            expected_version,
             idempotency_key,
-            request,
-            lambda uow: self._record_activity(
-                uow,
-                request,
-                case_id,
-                activity_key,
-                data,
-                actor,
-                now,
-                expected_version=expected_version,
-                idempotency_key=idempotency_key,
-                lang=lang,
-            ),
+            lang,
         )
+        return self._command(request, self._record_activity)
 
     def _record_activity(
         self,
         uow: UnitOfWork,
-        request: dict,
-        case_id: int,
-        activity_key: str,
-        data: dict,
-        actor: Actor,
-        now: datetime,
-        *,
-        expected_version: int | None,
-        idempotency_key: str | None,
-        lang: str,
+        request: _Request,
+        case: Case,
+        docs: list[Any],
+        open_deadlines: list[tuple[int, str, date]],
     ) -> CommandResult:
-        if (stored := self._replay(uow, actor, idempotency_key, request)) is not None:
-            return stored
-        case, docs, open_deadlines = self._command_case(uow, case_id, actor)
+        activity_key, data, actor, now = request.key, request.data, request.actor, request.now
+        idempotency_key, lang = request.idempotency_key, request.lang
         d = self.definition_of(case)
         act = d.activities.get(activity_key)
         if act is None or case.state not in act.states:
@@ -1593,7 +1595,7 @@ class CaseService:
                 allowed=[a.key for a in d.activities_in(case.state)],
             )
         self._authorise(actor, act)
-        self._check_expected(case, expected_version)
+        self._check_expected(case, request.expected_version)
         today = business_date(now)
         form, reasons = self._evaluate(d, act, case, docs, data, today, lang)
         if reasons:
@@ -1615,7 +1617,7 @@ class CaseService:
             notify=act,
             previous=previous,
             activity=act.key,  # its record, with the event's data
-            remember=(idempotency_key, request, case.state) if idempotency_key else None,
+            remember=(idempotency_key, request.fields, case.state) if idempotency_key else None,
             from_state=case.state,
             to_state=case.state,
             data=clean,

@@ -47,7 +47,7 @@ from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
-from bench import floor, spiff
+from bench import floor, spiff, waits
 from bench import generate as gen
 from workflow import rollup
 from workflow.db import make_engine, make_session_factory
@@ -276,6 +276,7 @@ def _client(
     kind: str, conf: dict, ids: list[int], cycle: bool, seconds: float, barrier: Any, out: Any
 ) -> None:
     try:
+        os.environ["PGAPPNAME"] = waits.LOAD_APPLICATION  # libpq: this client's connections
         step = make_step(kind, conf)
         step(ids[0])  # warm-up: connection, caches (not timed)
         barrier.wait()
@@ -336,11 +337,16 @@ def drive(
     ]
     for p in procs:
         p.start()
+    on_pg = make_url(conf["url"]).get_backend_name() == "postgresql"
+    sampler = waits.WaitSampler(conf["conninfo"]) if on_pg and kind != "floor-sqlite" else None
     with contextlib.suppress(threading.BrokenBarrierError):  # a client failed: it says why
         barrier.wait(timeout=600)
+    if sampler is not None:
+        sampler.start()
     busy0 = busy_cpu_seconds()
     results = [out.get(timeout=600) for _ in procs]
     busy1 = busy_cpu_seconds()
+    backends = sampler.stop() if sampler is not None else None
     for p in procs:
         p.join(timeout=60)
     errors = [r[1] for r in results if r[0] == "error"]
@@ -361,6 +367,8 @@ def drive(
         "machine_cpu_ms_per_op": (
             round((busy1 - busy0) / ops * 1000, 3) if ops and busy0 is not None else None
         ),
+        # PostgreSQL: what the clients' backends were doing (bench.waits)
+        **({"backends": backends} if backends is not None else {}),
     }
 
 
@@ -875,6 +883,12 @@ def cpu_detail(block: dict[str, Any]) -> str:
     return out + ("" if machine is None else f", machine {machine} ms")
 
 
+def backends_detail(block: dict[str, Any]) -> str:
+    """What the clients' PostgreSQL backends were doing, largest shares first (bench.waits)."""
+    text_ = waits.summary(block.get("backends"))
+    return f"; backends: {text_}" if text_ else ""
+
+
 def rounds_detail(block: dict[str, Any]) -> str:
     """Every round's throughput, when there were several (the row shows the median one)."""
     each = block.get("rounds") or []
@@ -915,6 +929,7 @@ def table(res: dict[str, Any]) -> str:
                     f"p50 {block['p50_ms']} ms, p99 {block['p99_ms']} ms ({block['ops']} ops)"
                     + cpu_detail(block)
                     + rounds_detail(block)
+                    + backends_detail(block)
                     + ("; ran out of cases" if block.get("ran_out_of_cases") else ""),
                     goal,
                 )

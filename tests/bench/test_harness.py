@@ -139,6 +139,14 @@ def test_quick_run_produces_every_section(tmp_path: Path) -> None:
         for clients in ("1", "4"):
             block = s[name][clients]
             assert len(block["rounds"]) == 2 and block["per_s"] in block["rounds"]
+            # what the clients' backends were doing, sampled: the shares of every sample
+            backends = block["backends"]
+            # (a client's backend is gone once it has finished, before the last polls)
+            assert 0 < backends["samples"] <= backends["polls"] * int(clients), backends
+            assert abs(sum(backends["share"].values()) - 1) < 0.01, backends
+            assert backends["share"].keys() & {"client", "CPU"}, backends
+    assert "backends: " in done.stdout
+    assert "backends" not in s["embedded"]["engine"]  # SQLite: no server to sample
     # the statements of one advance were counted: the case read (locked), ..., the case written
     sent = s["sql"]["statements"]
     assert s["sql"]["count"] == len(sent) >= 2, sent

@@ -33,6 +33,7 @@ from workflow.calendar import WorkingCalendar, business_date
 from workflow.definition import Action, DeadlineSpec, Definition, Notification, Transition
 from workflow.errors import (
     AuditChainBroken,
+    CaseNotFound,
     DocumentNotFound,
     DomainError,
     GuardFailed,
@@ -257,14 +258,22 @@ _DOCUMENTS_AND_OPEN_DEADLINES = text(
 )
 
 
+# PostgreSQL: the stored record of a command's idempotency key, as [request hash, response]
+# (NULL without a key, or for a key not used yet)
+_COMMAND_KEY = (
+    "(SELECT json_build_array(k.request_hash, k.response) FROM idempotency_keys k"
+    " WHERE k.actor_id = :key_actor AND k.key = :idempotency_key)"
+)
 # PostgreSQL: an optimistic command's one read (no lock: ``UnitOfWork.optimistic``): its case
-# and subject, with the active documents and the open deadlines as above, from one snapshot
+# and subject, with the active documents and the open deadlines as above and its key's record,
+# from one snapshot
 _COMMAND_READ = (
     select(*CASE_COLUMNS)
     .join_from(_CASES_T, Subject.__table__)
     .add_columns(
         text(_COMMAND_DOCUMENTS.format(case="cases.id")),
         text(_COMMAND_DEADLINES.format(case="cases.id")),
+        text(_COMMAND_KEY),
         GENERIC_PLANS_UNTIL_RESET,  # for the command's write, which resets it
     )
     .where(_CASES_T.c.id == bindparam("case_id"))
@@ -502,11 +511,13 @@ class CaseService:
         return list(session.execute(_ACTIVE_DOCUMENTS, {"case_id": case_id}).scalars())
 
     def _command_case(
-        self, uow: UnitOfWork, case_id: int, actor: Actor
-    ) -> tuple[Case, list[Document] | list[DocumentRef], list[tuple[int, str, date]]]:
-        """A command's case, visible to ``actor`` (its row locked, unless the unit of work is
+        self, uow: UnitOfWork, request: _Request
+    ) -> (
+        tuple[Case, list[Document] | list[DocumentRef], list[tuple[int, str, date]]] | CommandResult
+    ):
+        """A command's case, visible to its actor (its row locked, unless the unit of work is
         optimistic); then its active documents and the (id, key, due date) of its open
-        deadlines.
+        deadlines. Or, first, the result stored for its idempotency key (:meth:`_replay`).
 
         PostgreSQL, locked: the lock, then :data:`_DOCUMENTS_AND_OPEN_DEADLINES`, straight through
         the driver (:meth:`UnitOfWork.lock_case_and_read`). The read is not folded into the
@@ -514,30 +525,41 @@ class CaseService:
         another transaction returns the row as that one committed it, but its subqueries
         still see the snapshot taken before the wait, so a document revoked or a deadline met
         meanwhile would be missed; a second statement takes its snapshot after the lock.
-        PostgreSQL, optimistic (``uow.optimistic``): no lock; the case, its documents and its
-        open deadlines in one statement (:data:`_COMMAND_READ`), one snapshot of them all; the
-        command's write then finds out whether the case changed since (its version: every
-        command bumps it, and so does a revocation).
+        PostgreSQL, optimistic (``uow.optimistic``): no lock; the case, its documents, its
+        open deadlines and its key's record in one statement (:data:`_COMMAND_READ`), one
+        snapshot of them all; the command's write then finds out whether the case changed
+        since (its version: every command bumps it, and so does a revocation).
         SQLite: three statements (the write lock is held since ``BEGIN IMMEDIATE``)."""
-        if uow.dialect == "postgresql":
-            if uow.optimistic:
-                case, (docs, open_deadlines, _) = uow.read_for_command(
-                    _COMMAND_READ, {"case_id": case_id}
+        actor, key, case_id = request.actor, request.idempotency_key, request.case_id
+        if uow.dialect == "postgresql" and uow.optimistic:
+            params = {"case_id": case_id, "key_actor": actor.user_id or 0, "idempotency_key": key}
+            try:
+                case, (docs, open_deadlines, record, _) = uow.read_for_command(
+                    _COMMAND_READ, params
                 )
-            else:
-                case, (docs, open_deadlines) = uow.lock_case_and_read(
-                    case_id, _DOCUMENTS_AND_OPEN_DEADLINES
-                )
-            self._check_visible(uow, case, actor)
-            return (
-                case,
-                [DocumentRef(*doc) for doc in docs],
-                [(i, key, date.fromisoformat(due_on)) for i, key, due_on in open_deadlines],
+            except CaseNotFound:  # no case: the key may still hold a result (or a conflict)
+                if (stored := self._replay(uow, actor, key, request.fields)) is not None:
+                    return stored
+                raise
+            if (stored := self._replayed(key, record, request.fields)) is not None:
+                return stored
+        elif (stored := self._replay(uow, actor, key, request.fields)) is not None:
+            return stored
+        elif uow.dialect == "postgresql":
+            case, (docs, open_deadlines) = uow.lock_case_and_read(
+                case_id, _DOCUMENTS_AND_OPEN_DEADLINES
             )
-        case = self._visible_case(uow, case_id, actor, lock=True)
-        docs = CaseService._active_documents(uow.session, case_id)
-        rows = uow.session.execute(_OPEN_DEADLINES, {"case_id": case_id})
-        return case, docs, [(i, key, due_on) for i, key, due_on in rows]
+        else:
+            case = self._visible_case(uow, case_id, actor, lock=True)
+            docs = CaseService._active_documents(uow.session, case_id)
+            rows = uow.session.execute(_OPEN_DEADLINES, {"case_id": case_id})
+            return case, docs, [(i, k, due_on) for i, k, due_on in rows]
+        self._check_visible(uow, case, actor)
+        return (
+            case,
+            [DocumentRef(*doc) for doc in docs],
+            [(i, k, date.fromisoformat(due_on)) for i, k, due_on in open_deadlines],
+        )
 
     @staticmethod
     def _subject_context(case: Case, today: date) -> dict[str, Any]:
@@ -633,16 +655,29 @@ class CaseService:
     def _replay(
         self, uow: UnitOfWork, actor: Actor, key: str | None, request: dict
     ) -> CommandResult | None:
+        """The result stored for the idempotency ``key`` of ``actor``, if any (looked up
+        through the session); ``IdempotencyConflict`` if it was stored for another request."""
         if not key:
             return None
         rec = uow.session.get(IdempotencyRecord, (actor.user_id or 0, key))
-        if rec is None:
+        return (
+            None if rec is None else self._replayed(key, (rec.request_hash, rec.response), request)
+        )
+
+    @staticmethod
+    def _replayed(
+        key: str | None, record: tuple[str, dict] | list | None, request: dict
+    ) -> CommandResult | None:
+        """The result in ``record`` (the key's stored request hash and response, or None),
+        if it was stored for ``request``; ``IdempotencyConflict`` if for another one."""
+        if not key or record is None:
             return None
-        if rec.request_hash != audit.digest(request):
+        request_hash, response = record
+        if request_hash != audit.digest(request):
             raise IdempotencyConflict(
                 "this idempotency key was used with a different request", idempotency_key=key
             )
-        return CommandResult(**rec.response)
+        return CommandResult(**response)
 
     def _remember(
         self,
@@ -1317,10 +1352,10 @@ class CaseService:
         actor, key = request.actor, request.idempotency_key
 
         def run(uow: UnitOfWork) -> CommandResult:
-            if (stored := self._replay(uow, actor, key, request.fields)) is not None:
-                return stored
-            case, docs, open_deadlines = self._command_case(uow, request.case_id, actor)
-            return body(uow, request, case, docs, open_deadlines)
+            read = self._command_case(uow, request)
+            if isinstance(read, CommandResult):  # the key's stored result
+                return read
+            return body(uow, request, *read)
 
         try:
             try:

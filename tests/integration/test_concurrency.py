@@ -388,8 +388,8 @@ def test_revocation_racing_a_transition_is_serialised(
         except BaseException as exc:
             revoker_outcome.error = exc
 
-    def active_documents_then_revoke(self: CaseService, uow: Any, case_id: int, actor: Any) -> Any:
-        docs = original(self, uow, case_id, actor)  # the locked case, documents, deadlines
+    def active_documents_then_revoke(self: CaseService, uow: Any, request: Any) -> Any:
+        docs = original(self, uow, request)  # the locked case, documents, deadlines
         if not revoker:
             t = threading.Thread(target=revoke, daemon=True, name="revoker")
             revoker.append(t)

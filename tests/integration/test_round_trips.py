@@ -52,7 +52,7 @@ from workflow.model import (
     Subject,
 )
 from workflow.registry import Registry
-from workflow.service import CaseService, DeadlineWrites
+from workflow.service import CaseService, DeadlineWrites, _Request
 from workflow.simulate import fake_pdf
 from workflow.storage import MemoryBlobStore
 from workflow.uow import UnitOfWork
@@ -310,10 +310,10 @@ def test_one_activity_is_two_statements_with_its_record_on_postgresql(
 def test_an_advance_with_an_idempotency_key_writes_its_record_in_the_same_statement(
     engine: Engine, service: CaseService, drive: Driver
 ) -> None:
-    """With an idempotency key the advance is optimistic too: the key is looked up, the case
-    read, and the key's record (the request's digest, the result with the event's seq from
-    the head) written by the command's one statement. The same request again gets the same
-    result from the record alone; another request with that key is refused."""
+    """With an idempotency key the advance is optimistic too, and two statements as well:
+    the key's record is read with the case, and written (the request's digest, the result
+    with the event's seq from the head) by the command's one write. The same request again
+    gets the same result from its read; another request with that key is refused."""
     if engine.dialect.name != "postgresql":
         pytest.skip("the statements counted are PostgreSQL's")
     cid, form, officer = _ready_for_determination(drive)
@@ -321,9 +321,10 @@ def test_an_advance_with_an_idempotency_key_writes_its_record_in_the_same_statem
         result = service.advance(
             cid, "request_determination", form, officer, at(DAY), idempotency_key="k-1"
         )
-    assert [x.split()[0] for x in sent] == ["SELECT", "SELECT", "WITH"], sent
-    assert "FROM idempotency_keys" in sent[0] and "FOR UPDATE" not in sent[1]
-    assert "new_key AS ( INSERT INTO idempotency_keys" in sent[2]
+    assert [x.split()[0] for x in sent] == ["SELECT", "WITH"], sent
+    assert "FROM idempotency_keys" in sent[0] and "FROM cases" in sent[0], sent[0]
+    assert "FOR UPDATE" not in sent[0]
+    assert "new_key AS ( INSERT INTO idempotency_keys" in sent[1]
     assert modes == ["auto"], modes
     with service.uow(read_only=True) as uow:
         record = uow.session.get(IdempotencyRecord, (officer.user_id, "k-1"))
@@ -333,7 +334,9 @@ def test_an_advance_with_an_idempotency_key_writes_its_record_in_the_same_statem
         again = service.advance(
             cid, "request_determination", form, officer, at(DAY), idempotency_key="k-1"
         )
-    assert again == result and len(again_sent) == 1, again_sent  # the record, nothing else
+    # the read, and the plan cache mode it set reset as no write follows to reset it
+    assert again == result and len(again_sent) == 2, again_sent
+    assert "FROM idempotency_keys" in again_sent[0] and "plan_cache_mode" in again_sent[1]
     with pytest.raises(IdempotencyConflict):
         service.advance(
             cid,
@@ -357,10 +360,10 @@ def test_a_key_committed_meanwhile_gives_its_result_and_writes_nothing(
         pytest.skip("PostgreSQL's path")
     cid, form, officer = _ready_for_determination(drive)
     first: list[Any] = []
-    real = CaseService._replay
+    real = CaseService._replayed
 
-    def replay_then_the_first_commits(self: CaseService, uow: Any, *args: Any) -> Any:
-        found = real(self, uow, *args)
+    def replay_then_the_first_commits(*args: Any) -> Any:
+        found = real(*args)
         if not first:  # the first lookup of the key: the other request commits right after
             first.append(None)
             first[0] = service.advance(
@@ -368,7 +371,7 @@ def test_a_key_committed_meanwhile_gives_its_result_and_writes_nothing(
             )
         return found
 
-    monkeypatch.setattr(CaseService, "_replay", replay_then_the_first_commits)
+    monkeypatch.setattr(CaseService, "_replayed", staticmethod(replay_then_the_first_commits))
     before_events = len(written(engine)["audit_events"])
     second = service.advance(
         cid, "request_determination", form, officer, at(DAY), idempotency_key="k-2"
@@ -709,8 +712,9 @@ def test_postgresql_writes_nothing_unless_the_case_row_matched(
         "escalation_level": 0,
     }
     actor = drive.actors.get("commune_police", "officer")
+    request = _Request({}, cid, "x", {}, actor, at(DAY), None, None, "vi")
     with service.uow() as uow:
-        case, _, open_deadlines = service._command_case(uow, cid, actor)
+        case, _, open_deadlines = service._command_case(uow, request)
         assert [key for _, key, _ in open_deadlines] == ["determination"]
         ids = [i for i, _, _ in open_deadlines]
         closing = [(due_on, key, "met") for _, key, due_on in open_deadlines]
@@ -861,9 +865,10 @@ def test_a_case_locked_twice_in_one_unit_of_work_is_one_instance(
     cid = drive.open(DAY).case_id
     drive.attach(cid, ["determination_request"], DAY)
     officer = drive.actors.get("commune_police", "officer")
+    request = _Request({}, cid, "request_determination", {}, officer, at(DAY), None, None, "vi")
     with service.uow() as uow:
-        first, docs, _ = service._command_case(uow, cid, officer)
-        again, docs_again, _ = service._command_case(uow, cid, officer)
+        first, docs, _ = service._command_case(uow, request)
+        again, docs_again, _ = service._command_case(uow, request)
         assert again is first and first.subject is again.subject
         assert [d.type for d in docs] == [d.type for d in docs_again] == ["determination_request"]
         assert first.subject.full_name == "Trần Văn Bình"

@@ -343,9 +343,15 @@ def drive(
         barrier.wait(timeout=600)
     if sampler is not None:
         sampler.start()
-    busy0 = busy_cpu_seconds()
-    results = [out.get(timeout=600) for _ in procs]
-    busy1 = busy_cpu_seconds()
+    try:
+        busy0 = busy_cpu_seconds()
+        results = [out.get(timeout=600) for _ in procs]
+        busy1 = busy_cpu_seconds()
+    except BaseException:
+        if sampler is not None:  # its thread and connection go too; the load's error stands
+            with contextlib.suppress(Exception):
+                sampler.stop()
+        raise
     backends = sampler.stop() if sampler is not None else None
     for p in procs:
         p.join(timeout=60)

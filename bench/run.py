@@ -337,8 +337,8 @@ def drive(
     ]
     for p in procs:
         p.start()
-    on_pg = make_url(conf["url"]).get_backend_name() == "postgresql"
-    sampler = waits.WaitSampler(conf["conninfo"]) if on_pg and kind != "floor-sqlite" else None
+    on_pg = make_url(conf["url"]).get_backend_name() == "postgresql"  # SQLite: no backends
+    sampler = waits.WaitSampler(conf["conninfo"]) if on_pg else None
     with contextlib.suppress(threading.BrokenBarrierError):  # a client failed: it says why
         barrier.wait(timeout=600)
     if sampler is not None:

@@ -775,7 +775,7 @@ class CaseService:
         # the case leaves the session (on PostgreSQL it was never in it: lock_case_and_read),
         # so no flush writes it (the object keeps the written values, and the new version
         # once written, for the result)
-        if uow.has_session and case in uow.session:
+        if uow.has_session and isinstance(case, Case) and case in uow.session:
             uow.session.expunge(case)
         if uow.dialect != "postgresql":
             self._write_deadlines(uow, deadlines)

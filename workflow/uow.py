@@ -109,6 +109,40 @@ def _case_of(row: Any, dialect: Dialect) -> tuple[Case, int]:
     return case, m
 
 
+def _plain_class(model: type, name: str, extra: tuple[str, ...] = ()) -> type:
+    """A class with a slot per mapped column of ``model`` (its attribute's name), and
+    ``extra`` slots: a row's values as plain attributes."""
+    keys = tuple(model.__mapper__.get_property_by_column(c).key for c in model.__table__.c)
+    doc = (
+        f"A {model.__name__} row read for one unit of work, outside the ORM: the same "
+        "attributes (columns), none of the instrumentation (not in any session; changing it "
+        "writes nothing)."
+    )
+    return type(name, (), {"__slots__": keys + extra, "__doc__": doc, "__module__": __name__})
+
+
+# what UnitOfWork.read_case gives: a case (its subject as ``subject``) read straight from a row
+CaseRow = _plain_class(Case, "CaseRow", ("subject",))
+SubjectRow = _plain_class(Subject, "SubjectRow")
+
+
+def _plain(cls: type, loaders: tuple, values: tuple) -> Any:
+    obj = cls.__new__(cls)
+    for (attr, process), value in zip(loaders, values, strict=True):
+        setattr(obj, attr, process(value) if process else value)
+    return obj
+
+
+def _case_row_of(row: Any, dialect: Dialect) -> tuple[Case, int]:
+    """As :func:`_case_of`, as a :data:`CaseRow` (typed as the case it stands for)."""
+    case_loaders, subject_loaders = _loaders(dialect)
+    n = len(case_loaders)
+    m = n + len(subject_loaders)
+    case = _plain(CaseRow, case_loaders, row[:n])
+    case.subject = _plain(SubjectRow, subject_loaders, row[n:m])
+    return case, m
+
+
 class _DriverStatement(NamedTuple):
     compiled: Compiled
     processors: dict[str, Callable[[Any], Any]]  # bind name: its type's bind processor
@@ -397,15 +431,17 @@ class UnitOfWork:
     def read_case(self, statement: ClauseElement, params: dict[str, Any]) -> tuple[Case, tuple]:
         """PostgreSQL: run ``statement`` — the case's and its subject's columns (as
         :data:`CASE_COLUMNS` lists them), then any others, one row — straight through the
-        driver, prepared once per connection; the case (with its subject), built as
-        :meth:`lock_case_and_read` builds it, outside the session, and the row's other
-        columns. The ORM's loading of the same row cost the case page 0.1–0.2 ms of CPU
-        (bench/README.md, (15)). ``CaseNotFound`` when there is no row."""
+        driver, prepared once per connection; the case (with its subject) as a
+        :data:`CaseRow`, a plain object with the case's attributes (a reader or an optimistic
+        command writes its case with its own statement, never through a session), and the
+        row's other columns. The ORM's loading of the same row cost the case page 0.1–0.2 ms
+        of CPU (bench/README.md, (15)); building the detached ORM instances instead, about
+        half of that again (bench/README.md, (19)). ``CaseNotFound`` when there is no row."""
         driver = self.driver()
         row = _fetch_one(driver, statement, params)
         if row is None:
             raise CaseNotFound(f"case {params['case_id']} not found", case_id=params["case_id"])
-        case, n = _case_of(row, driver.dialect)
+        case, n = _case_row_of(row, driver.dialect)
         return case, row[n:]
 
     def read_for_command(self, statement: Select, params: dict[str, Any]) -> tuple[Case, tuple]:

@@ -152,3 +152,37 @@ def test_a_connection_broken_before_the_unit_starts_is_dropped(
     assert engine.pool.checkedout() == 0
     with UnitOfWork(session_factory, autocommit=True) as uow:
         assert uow.driver().raw.execute("SELECT 1").fetchone() == (1,)
+
+
+def test_a_case_read_outside_the_orm_has_the_loaded_cases_every_value(
+    engine: Engine, session_factory: sessionmaker[Session], drive: Any
+) -> None:
+    """PostgreSQL: ``read_case`` gives a plain row object (no session, no instrumentation)
+    with the same values, case and subject, as the ORM loads; writing to it writes nothing."""
+    if engine.dialect.name != "postgresql":
+        pytest.skip("SQLite reads its cases through the ORM")
+    from sqlalchemy import bindparam
+
+    from workflow.model import Case, Subject
+    from workflow.uow import CASE_COLUMNS, CaseRow
+
+    read = (
+        select(*CASE_COLUMNS)
+        .join_from(Case.__table__, Subject.__table__)
+        .where(Case.__table__.c.id == bindparam("case_id"))
+    )
+    cid = drive.open(NOW.date()).case_id
+    with UnitOfWork(session_factory, optimistic=True) as uow:
+        row, rest = uow.read_case(read, {"case_id": cid})
+        assert isinstance(row, CaseRow) and rest == ()
+        row.state = "elsewhere"  # changes nothing
+    with session_factory() as s:
+        case = s.get(Case, cid)
+        for column in Case.__table__.c:
+            key = Case.__mapper__.get_property_by_column(column).key
+            assert getattr(row, key) == getattr(case, key) or key == "state", key
+        for column in Subject.__table__.c:
+            key = Subject.__mapper__.get_property_by_column(column).key
+            assert getattr(row.subject, key) == getattr(case.subject, key), key
+        assert case.state != "elsewhere"
+    assert isinstance(row.opened_at, datetime) and row.opened_at.tzinfo is not None

@@ -186,3 +186,28 @@ def test_a_case_read_outside_the_orm_has_the_loaded_cases_every_value(
             assert getattr(row.subject, key) == getattr(case.subject, key), key
         assert case.state != "elsewhere"
     assert isinstance(row.opened_at, datetime) and row.opened_at.tzinfo is not None
+
+
+def test_statements_past_sqlalchemy_share_a_cursor_that_survives_a_failed_one(
+    engine: Engine, session_factory: sessionmaker[Session]
+) -> None:
+    """PostgreSQL: the statements a unit sends straight to the driver go through one cursor
+    per connection; a statement that fails leaves it usable for the next, and each statement
+    gives its own rows."""
+    if engine.dialect.name != "postgresql":
+        pytest.skip("SQLite sends nothing past SQLAlchemy")
+    from workflow.uow import _cursor, _fetch_one, fetch_all
+
+    one = text("SELECT CAST(:x AS integer) + 1")
+    with UnitOfWork(session_factory, autocommit=True) as uow:
+        driver = uow.driver()
+        assert _fetch_one(driver, one, {"x": 1}) == (2,)
+        cursor = _cursor(driver.raw)
+        with pytest.raises(DBAPIError):
+            _fetch_one(driver, text("SELECT 1 / CAST(:x AS integer)"), {"x": 0})
+        assert _fetch_one(driver, one, {"x": 41}) == (42,)
+        assert _cursor(driver.raw) is cursor
+        with engine.connect() as conn:
+            rows = fetch_all(conn, select(func.generate_series(1, 3)), {})
+        assert rows == [(1,), (2,), (3,)]
+        assert _fetch_one(driver, one, {"x": 2}) == (3,)

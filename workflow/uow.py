@@ -99,14 +99,19 @@ def _detached(model: type, loaders: tuple, values: tuple) -> Any:
     return obj
 
 
-def _case_of(row: Any, dialect: Dialect) -> tuple[Case, int]:
+def _case_of(row: Any, dialect: Dialect, *, plain: bool = False) -> tuple[Case, int]:
     """The case (its subject attached) of a row starting with :data:`CASE_COLUMNS`, and the
-    index of the row's first other column."""
+    index of the row's first other column: detached ORM instances, or with ``plain`` a
+    :data:`CaseRow` (typed as the case it stands for)."""
     case_loaders, subject_loaders = _loaders(dialect)
     n = len(case_loaders)
     m = n + len(subject_loaders)
-    case = _detached(Case, case_loaders, row[:n])
-    set_committed_value(case, "subject", _detached(Subject, subject_loaders, row[n:m]))
+    if plain:
+        case = _plain(CaseRow, case_loaders, row[:n])
+        case.subject = _plain(SubjectRow, subject_loaders, row[n:m])
+    else:
+        case = _detached(Case, case_loaders, row[:n])
+        set_committed_value(case, "subject", _detached(Subject, subject_loaders, row[n:m]))
     return case, m
 
 
@@ -132,16 +137,6 @@ def _plain(cls: type, loaders: tuple, values: tuple) -> Any:
     for (attr, process), value in zip(loaders, values, strict=True):
         setattr(obj, attr, process(value) if process else value)
     return obj
-
-
-def _case_row_of(row: Any, dialect: Dialect) -> tuple[Case, int]:
-    """As :func:`_case_of`, as a :data:`CaseRow` (typed as the case it stands for)."""
-    case_loaders, subject_loaders = _loaders(dialect)
-    n = len(case_loaders)
-    m = n + len(subject_loaders)
-    case = _plain(CaseRow, case_loaders, row[:n])
-    case.subject = _plain(SubjectRow, subject_loaders, row[n:m])
-    return case, m
 
 
 class _DriverStatement(NamedTuple):
@@ -455,13 +450,14 @@ class UnitOfWork:
         :data:`CaseRow`, a plain object with the case's attributes (a reader or an optimistic
         command writes its case with its own statement, never through a session), and the
         row's other columns. The ORM's loading of the same row cost the case page 0.1–0.2 ms
-        of CPU (bench/README.md, (15)); building the detached ORM instances instead, about
-        half of that again (bench/README.md, (19)). ``CaseNotFound`` when there is no row."""
+        of CPU (bench/README.md, (15)); detached ORM instances cost their building and an
+        instrumented access for each use of an attribute (bench/README.md, (19)).
+        ``CaseNotFound`` when there is no row."""
         driver = self.driver()
         row = _fetch_one(driver, statement, params)
         if row is None:
             raise CaseNotFound(f"case {params['case_id']} not found", case_id=params["case_id"])
-        case, n = _case_row_of(row, driver.dialect)
+        case, n = _case_of(row, driver.dialect, plain=True)
         return case, row[n:]
 
     def read_for_command(self, statement: Select, params: dict[str, Any]) -> tuple[Case, tuple]:

@@ -18,7 +18,7 @@ from typing import Any
 from sqlalchemy import bindparam, insert, select, text, update
 from sqlalchemy.orm import Session
 
-from workflow import rollup
+from workflow import jsontext, rollup
 from workflow.actors import Actor
 from workflow.errors import AuditChainBroken
 from workflow.model import AuditEvent, AuditHead, OutboxMessage
@@ -212,7 +212,7 @@ def append_parameters(
     params = {c.name: getattr(event, c.name) for c in _BODY_COLUMNS}
     params["hash_before"], params["hash_after"] = before, after = hash_parts(event)
     params["hash_parts_digest"] = hashlib.sha256((before + after).encode()).hexdigest()
-    params["outbox"] = json.dumps(outbox or [], default=_iso, ensure_ascii=False)
+    params["outbox"] = jsontext.dumps(outbox or [])
     params.update(rollup.take_parameters(holder))
     return params
 

@@ -27,7 +27,6 @@ counters rebuild``). Migration 0006 filled them with the same grouping in plain 
 from __future__ import annotations
 
 import functools
-import json
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -49,6 +48,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from workflow import jsontext
 from workflow.calendar import business_date
 from workflow.model import AuditEvent, AuditHead, Case, Deadline, ReportDeadline, ReportMove
 
@@ -252,7 +252,7 @@ def add(session: Session, tally: Tally) -> None:
 
 
 def _json(rows: list[dict[str, Any]]) -> str:
-    return json.dumps(rows, default=lambda v: v.isoformat())
+    return jsontext.dumps(rows)
 
 
 def count_event(tally: Tally, event: AuditEvent, place: Place) -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import re
 import unicodedata
 import uuid
@@ -27,7 +26,7 @@ from sqlalchemy.orm.attributes import flag_modified
 from sqlalchemy.orm.exc import StaleDataError
 from sqlalchemy.sql.elements import TextClause
 
-from workflow import audit, deadlines, rollup, units
+from workflow import audit, deadlines, jsontext, rollup, units
 from workflow.actors import Actor
 from workflow.calendar import WorkingCalendar, business_date
 from workflow.definition import Action, DeadlineSpec, Definition, Notification, Transition
@@ -423,13 +422,6 @@ def _json_value(value: Any) -> Any:
     return value.isoformat() if isinstance(value, date) else value
 
 
-def _iso_json(value: Any) -> str:
-    """Dates and datetimes in the JSON rows passed to PostgreSQL (ISO 8601, with the offset)."""
-    if isinstance(value, date):
-        return value.isoformat()
-    raise TypeError(f"cannot serialise {type(value).__name__}")
-
-
 class CaseService:
     def __init__(
         self,
@@ -736,7 +728,7 @@ class CaseService:
             "cancelled": deadlines.cancelled,
             "now": deadlines.now,
             "by": deadlines.by,
-            "started": json.dumps(deadlines.started, default=_iso_json, ensure_ascii=False),
+            "started": jsontext.dumps(deadlines.started),
         }
 
     def _write(
@@ -802,7 +794,7 @@ class CaseService:
         self._flush(uow, case.id)
         if activity is not None:
             params["activity_key"] = activity
-            params["activity_data"] = json.dumps(kwargs.get("data") or {}, ensure_ascii=False)
+            params["activity_data"] = jsontext.dumps(kwargs.get("data") or {})
         if remember is not None:
             key, request, from_state = remember
             # the result but its event's seq, which the statement adds from the head
@@ -812,7 +804,7 @@ class CaseService:
             params["key_actor"] = actor.user_id or 0
             params["idempotency_key"] = key
             params["request_hash"] = audit.digest(request)
-            params["response"] = json.dumps(response, ensure_ascii=False)
+            params["response"] = jsontext.dumps(response)
         statement = _WRITES[activity is not None, remember is not None]
         if uow.optimistic and previous is not None:
             raise RuntimeError("an optimistic command writes one statement")

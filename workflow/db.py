@@ -18,6 +18,8 @@ from sqlalchemy import create_engine, event, exc
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from workflow import jsontext
+
 read_only_transaction: contextvars.ContextVar[bool] = contextvars.ContextVar(
     "read_only_transaction", default=False
 )
@@ -59,6 +61,10 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
         _sqlite_setup(engine)
         return engine
     ping_after = kwargs.pop("ping_after", PING_AFTER_IDLE)
+    # JSON values to and from psycopg through orjson (workflow.jsontext), the driver's own
+    # statements included: the dialect sets them on every connection it makes
+    kwargs.setdefault("json_serializer", jsontext.dumps_bytes)
+    kwargs.setdefault("json_deserializer", jsontext.loads)
     engine = create_engine(url, **kwargs)
     if ping_after is not None and not kwargs.get("pool_pre_ping"):
         ping_idle_connections(engine, ping_after)

@@ -7,6 +7,8 @@ arrays of rows an advance sends, orjson about a tenth of that (bench/README.md, 
 Dates and datetimes come out as ISO 8601 (``isoformat()``'s text for the aware datetimes
 and dates the engine holds), which PostgreSQL reads back into ``date`` and ``timestamptz``.
 
+On PostgreSQL the engine's JSON columns are written and read with it too
+(``db.make_engine``), and so are the JSON values of the statements sent past SQLAlchemy.
 Never for what is hashed: the audit chain's bytes are ``audit.canonical``'s (the standard
 library's, sorted keys, no spaces), which every event already stored was hashed with.
 """
@@ -24,6 +26,19 @@ def _other(value: Any) -> str:
     raise TypeError(f"cannot serialise {type(value).__name__}")
 
 
+# keys that are not strings become strings, as the standard library's encoder makes them
+_OPTIONS = orjson.OPT_NON_STR_KEYS
+
+
 def dumps(value: Any) -> str:
     """``value`` as compact JSON text (UTF-8 kept; dates and datetimes in ISO 8601)."""
-    return orjson.dumps(value, default=_other).decode()
+    return orjson.dumps(value, default=_other, option=_OPTIONS).decode()
+
+
+def dumps_bytes(value: Any) -> bytes:
+    """As :func:`dumps`, encoded (what psycopg sends): the JSON columns' serializer on
+    PostgreSQL (``db.make_engine``)."""
+    return orjson.dumps(value, default=_other, option=_OPTIONS)
+
+
+loads = orjson.loads  # text or bytes to values: the JSON columns' deserializer on PostgreSQL

@@ -35,3 +35,12 @@ def test_rows_read_back_as_the_standard_library_writes_them() -> None:
 def test_a_value_without_a_json_form_is_refused() -> None:
     with pytest.raises(TypeError, match="object"):
         jsontext.dumps({"blob": object()})
+
+
+def test_keys_that_are_not_strings_become_strings_and_bytes_are_the_same_text() -> None:
+    """As the standard library does (a dict keyed by ids stays writable); the bytes psycopg
+    sends for a JSON column are the text's UTF-8."""
+    value = {1: "một", "2": [date(2026, 9, 2)]}
+    assert json.loads(jsontext.dumps(value)) == {"1": "một", "2": ["2026-09-02"]}
+    assert jsontext.dumps_bytes(value) == jsontext.dumps(value).encode()
+    assert jsontext.loads(jsontext.dumps_bytes(value)) == json.loads(jsontext.dumps(value))

@@ -6,7 +6,6 @@ leaving the block without :meth:`UnitOfWork.commit` rolls everything back.
 
 from __future__ import annotations
 
-import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import lru_cache
@@ -188,22 +187,22 @@ def _driver_call(
     return driver.compiled.string, values
 
 
-# psycopg connection -> its one cursor for the statements sent past SQLAlchemy (_cursor)
-_CURSORS: weakref.WeakKeyDictionary[psycopg.Connection, psycopg.Cursor] = (
-    weakref.WeakKeyDictionary()
-)
+# the attribute of a psycopg connection that holds its cursor for the driver's statements
+_CURSOR_ATTRIBUTE = "_rehabflow_cursor"
 
 
 def _cursor(raw: psycopg.Connection) -> psycopg.Cursor:
-    """The connection's cursor for statements sent straight to the driver, kept with the
-    connection (it goes when the connection goes). A new cursor per statement built
-    psycopg's adaptation context afresh each time (a dumper looked up per parameter's type):
-    about a third more of the client's CPU for a statement of forty parameters (measured,
-    bench/README.md, (19)). Its rows are read before the next statement is sent: callers
-    fetch what they need at once."""
-    cursor = _CURSORS.get(raw)
+    """The connection's cursor for statements sent straight to the driver, kept on the
+    connection itself, so that it goes when the connection goes (a map from connections to
+    their cursors kept every connection alive: the cursor refers to its connection). A new
+    cursor per statement built psycopg's adaptation context afresh each time (a dumper
+    looked up per parameter's type): about a third more of the client's CPU for a statement
+    of forty parameters (measured, bench/README.md, (19)). Its rows are read before the next
+    statement is sent: callers fetch what they need at once."""
+    cursor = getattr(raw, _CURSOR_ATTRIBUTE, None)
     if cursor is None or cursor.closed:
-        cursor = _CURSORS[raw] = raw.cursor()
+        cursor = raw.cursor()
+        setattr(raw, _CURSOR_ATTRIBUTE, cursor)
     return cursor
 
 

@@ -211,3 +211,25 @@ def test_statements_past_sqlalchemy_share_a_cursor_that_survives_a_failed_one(
             rows = fetch_all(conn, select(func.generate_series(1, 3)), {})
         assert rows == [(1,), (2,), (3,)]
         assert _fetch_one(driver, one, {"x": 2}) == (3,)
+
+
+def test_a_connection_and_its_cursor_go_once_the_connection_is_dropped(
+    engine: Engine,
+) -> None:
+    """PostgreSQL: the cursor kept for a connection's driver statements does not keep the
+    connection alive once nothing else holds it (a closed, dropped connection is freed)."""
+    if engine.dialect.name != "postgresql":
+        pytest.skip("SQLite sends nothing past SQLAlchemy")
+    import gc
+    import weakref
+
+    from workflow.uow import _cursor
+
+    raw = psycopg.connect(engine.url.set(drivername="postgresql").render_as_string(False))
+    assert _cursor(raw).execute("SELECT 1").fetchone() == (1,)
+    assert _cursor(raw) is _cursor(raw)
+    gone = weakref.ref(raw)
+    raw.close()
+    del raw
+    gc.collect()
+    assert gone() is None

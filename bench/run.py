@@ -387,14 +387,16 @@ def count_statements(db: Db, registry: Registry, case_id: int, form: dict) -> di
     """The SQL statements one ``advance`` sends (``BEGIN`` and ``COMMIT`` not counted), and
     in how many round trips, its ``BEGIN``'s and ``COMMIT``'s included.
 
-    PostgreSQL: as the driver sends them (psycopg's ``Cursor.execute``: the engine sends
-    its command's statements past SQLAlchemy); statements sent in one pipeline would be one
-    round trip, and a ``COMMIT`` sent in one would ride with them. psycopg sends a ``BEGIN``
-    of its own before a statement outside autocommit that finds no transaction open, and
-    a ``COMMIT`` only for a transaction open (in autocommit, none). SQLite: SQLAlchemy's
+    PostgreSQL: as the driver sends them (psycopg's ``Cursor.execute``, and
+    ``workflow.prepared.fetch``: the engine sends its command's statements past SQLAlchemy,
+    through libpq's prepared-statement calls in autocommit); statements sent in one pipeline
+    would be one round trip, and a ``COMMIT`` sent in one would ride with them. psycopg sends
+    a ``BEGIN`` of its own before a statement outside autocommit that finds no transaction
+    open, and a ``COMMIT`` only for a transaction open (in autocommit, none). SQLite: SQLAlchemy's
     ``before_cursor_execute``, one round trip each (and the ``COMMIT``)."""
     import psycopg
 
+    from workflow import prepared  # (here: bench.profile --compare imports older trees)
     from workflow.actors import actor_for
     from workflow.service import CaseService
     from workflow.storage import MemoryBlobStore
@@ -433,13 +435,23 @@ def count_statements(db: Db, registry: Registry, case_id: int, form: dict) -> di
                 commits.append(pipeline_of(self))
             return real_commit(self)
 
+        real_fetch = prepared.fetch
+
+        def fetch(raw, sql, values, *, first):  # noqa: ANN001, ANN202
+            # libpq's prepared-statement calls on a connection in autocommit: no BEGIN, and
+            # never in a pipeline
+            seen.append((short(sql), None))
+            return real_fetch(raw, sql, values, first=first)
+
         psycopg.Cursor.execute = execute  # type: ignore[method-assign]
         psycopg.Connection.commit = commit  # type: ignore[method-assign]
+        prepared.fetch = fetch
         try:
             service.advance(case_id, TRANSITION, form, actor, _clock())
         finally:
             psycopg.Cursor.execute = real  # type: ignore[method-assign]
             psycopg.Connection.commit = real_commit  # type: ignore[method-assign]
+            prepared.fetch = real_fetch
         # the command's COMMIT, if any; SQLAlchemy's own after it (the unit of work's) finds
         # no transaction open and sends nothing
         commits = commits[:1]

@@ -23,7 +23,7 @@ from sqlalchemy.pool import PoolProxiedConnection
 from sqlalchemy.sql.compiler import Compiled
 from sqlalchemy.sql.elements import ClauseElement, TextClause
 
-from workflow import rollup
+from workflow import prepared, rollup
 from workflow.db import read_only_transaction
 from workflow.errors import CaseNotFound
 from workflow.model import Case, Subject
@@ -211,13 +211,17 @@ def _fetch_one(
 ) -> Any:
     """``statement`` sent straight to the driver (prepared once per connection), with the
     bind processing SQLAlchemy would apply; its first row as the driver gives it (None if
-    none), then, with ``commit``, the driver's ``COMMIT``."""
+    none), then, with ``commit``, the driver's ``COMMIT``. On a connection in autocommit,
+    through libpq's prepared-statement calls (:mod:`workflow.prepared`): the statement is
+    its own transaction."""
     sql, values = _driver_call(driver.dialect, statement, params)
+    raw = driver.raw
     with _driver_errors(driver, sql):
-        cursor = _cursor(driver.raw).execute(sql, values, prepare=True)
-        row = cursor.fetchone()
+        if raw.autocommit:  # the statement is its own transaction: nothing to commit
+            return prepared.fetch(raw, sql, values, first=True)
+        row = _cursor(raw).execute(sql, values, prepare=True).fetchone()
         if commit:
-            driver.raw.commit()
+            raw.commit()
     return row
 
 
@@ -229,8 +233,12 @@ def fetch_all(connection: Connection, statement: Select, params: dict[str, Any])
     driver = Driver.of(connection)
     sql, values = _driver_call(driver.dialect, statement, params)
     results = _result_processors(statement, driver.dialect)
+    raw = driver.raw
     with _driver_errors(driver, sql):
-        rows = _cursor(driver.raw).execute(sql, values, prepare=True)
+        if raw.autocommit:
+            rows = prepared.fetch(raw, sql, values, first=False)
+        else:
+            rows = _cursor(raw).execute(sql, values, prepare=True).fetchall()
         return [tuple(p(v) if p else v for p, v in zip(results, row, strict=True)) for row in rows]
 
 

@@ -191,26 +191,31 @@ def test_a_case_read_outside_the_orm_has_the_loaded_cases_every_value(
 def test_statements_past_sqlalchemy_share_a_cursor_that_survives_a_failed_one(
     engine: Engine, session_factory: sessionmaker[Session]
 ) -> None:
-    """PostgreSQL: the statements a unit sends straight to the driver go through one cursor
-    per connection; a statement that fails leaves it usable for the next, and each statement
-    gives its own rows."""
+    """PostgreSQL: the statements sent straight to the driver inside a transaction go through
+    one cursor per connection; a statement that fails leaves it usable once the transaction
+    is rolled back, and each statement gives its own rows. (In autocommit they go through
+    libpq's prepared-statement calls: ``test_prepared.py``.)"""
     if engine.dialect.name != "postgresql":
         pytest.skip("SQLite sends nothing past SQLAlchemy")
-    from workflow.uow import _cursor, _fetch_one, fetch_all
+    from workflow.uow import Driver, _cursor, _fetch_one, fetch_all
 
     one = text("SELECT CAST(:x AS integer) + 1")
-    with UnitOfWork(session_factory, autocommit=True) as uow:
-        driver = uow.driver()
+    with engine.connect() as conn:
+        driver = Driver.of(conn)
         assert _fetch_one(driver, one, {"x": 1}) == (2,)
+        assert not driver.raw.autocommit
         cursor = _cursor(driver.raw)
         with pytest.raises(DBAPIError):
             _fetch_one(driver, text("SELECT 1 / CAST(:x AS integer)"), {"x": 0})
+        driver.raw.rollback()  # (SQLAlchemy began nothing: the statements went past it)
         assert _fetch_one(driver, one, {"x": 41}) == (42,)
         assert _cursor(driver.raw) is cursor
-        with engine.connect() as conn:
-            rows = fetch_all(conn, select(func.generate_series(1, 3)), {})
+        rows = fetch_all(conn, select(func.generate_series(1, 3)), {})
         assert rows == [(1,), (2,), (3,)]
         assert _fetch_one(driver, one, {"x": 2}) == (3,)
+        assert _cursor(driver.raw) is cursor
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        assert fetch_all(conn, select(func.generate_series(1, 2)), {}) == [(1,), (2,)]
 
 
 def test_a_connection_and_its_cursor_go_once_the_connection_is_dropped(

@@ -115,7 +115,7 @@ def _execute(
     name = state.names.get(key)
     if name is not None:
         result = pgconn.exec_prepared(name, params, formats, _TEXT)
-        if not _forgotten(result):
+        if result.status != pq.ExecStatus.FATAL_ERROR or not _forgotten(result):
             return result
         state.names.clear()  # the server dropped them all (DEALLOCATE ALL, DISCARD ALL)
     name = _prepare(raw, state, key)
@@ -127,7 +127,7 @@ def _forgotten(result: pq.abc.PGresult) -> bool:
     return (
         result.status == pq.ExecStatus.FATAL_ERROR
         and result.error_field(pq.DiagnosticField.SQLSTATE) == b"26000"
-    )
+    )  # (invalid_sql_statement_name)
 
 
 def _prepare(raw: psycopg.Connection, state: _State, key: tuple[bytes, tuple[int, ...]]) -> bytes:

@@ -27,7 +27,7 @@ from workflow.db import read_only
 from workflow.errors import NotFound, NotPermitted, ValidationFailed
 from workflow.model import Agency, AgencyUnit, ApiToken, User
 from workflow.registry import Registry
-from workflow.uow import UnitOfWork, fetch_all
+from workflow.uow import UnitOfWork
 
 TOKEN_PREFIX = "rf_"  # noqa: S105 - a marker, not a secret
 MIN_PASSWORD_LENGTH = 10
@@ -200,9 +200,10 @@ class Accounts:
         params = {"token_hash": token_hash(token)}
         bind = self.session_factory.kw["bind"]
         if bind.dialect.name == "postgresql":  # one statement: no BEGIN, no ROLLBACK
-            with bind.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-                # through the driver: a case read then costs 0.94x the CPU (bench/README.md, (15))
-                rows = [_TokenRow(*r) for r in fetch_all(conn, _TOKEN_ACTOR, params)]
+            # through the driver, on a pooled connection of its own in autocommit: half the
+            # CPU of a SQLAlchemy connection's (bench/README.md, (15) and (21))
+            with UnitOfWork(self.session_factory, autocommit=True, read_only=True) as uow:
+                rows = [_TokenRow(*r) for r in uow.fetch_all(_TOKEN_ACTOR, params)]
         else:
             with read_only(), self.session_factory() as session:
                 rows = [_TokenRow(*r) for r in session.execute(_TOKEN_ACTOR, params)]

@@ -225,12 +225,12 @@ def _fetch_one(
     return row
 
 
-def fetch_all(connection: Connection, statement: Select, params: dict[str, Any]) -> list[tuple]:
+def fetch_all(driver: Driver, statement: Select, params: dict[str, Any]) -> list[tuple]:
     """PostgreSQL: a select's rows read straight through the driver (prepared once per
     connection, no result objects), each value through its column type's result processor
     as SQLAlchemy's own execution would (``UTCDateTime``…); plain tuples in the select's
-    column order. For a hot read of a few rows (the token of every API request)."""
-    driver = Driver.of(connection)
+    column order. For a hot read of a few rows (the token of every API request:
+    :meth:`UnitOfWork.fetch_all`)."""
     sql, values = _driver_call(driver.dialect, statement, params)
     results = _result_processors(statement, driver.dialect)
     raw = driver.raw
@@ -466,6 +466,10 @@ class UnitOfWork:
             raise CaseNotFound(f"case {params['case_id']} not found", case_id=params["case_id"])
         case, n = _case_of(row, driver.dialect, plain=True)
         return case, row[n:]
+
+    def fetch_all(self, statement: Select, params: dict[str, Any]) -> list[tuple]:
+        """PostgreSQL: ``statement``'s rows through the unit's driver (:func:`fetch_all`)."""
+        return fetch_all(self.driver(), statement, params)
 
     def read_for_command(self, statement: Select, params: dict[str, Any]) -> tuple[Case, tuple]:
         """An optimistic command's read (PostgreSQL): as :meth:`read_case`; ``statement``

@@ -210,12 +210,12 @@ def test_statements_past_sqlalchemy_share_a_cursor_that_survives_a_failed_one(
         driver.raw.rollback()  # (SQLAlchemy began nothing: the statements went past it)
         assert _fetch_one(driver, one, {"x": 41}) == (42,)
         assert _cursor(driver.raw) is cursor
-        rows = fetch_all(conn, select(func.generate_series(1, 3)), {})
+        rows = fetch_all(driver, select(func.generate_series(1, 3)), {})
         assert rows == [(1,), (2,), (3,)]
         assert _fetch_one(driver, one, {"x": 2}) == (3,)
         assert _cursor(driver.raw) is cursor
-    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-        assert fetch_all(conn, select(func.generate_series(1, 2)), {}) == [(1,), (2,)]
+    with UnitOfWork(session_factory, autocommit=True) as uow:
+        assert uow.fetch_all(select(func.generate_series(1, 2)), {}) == [(1,), (2,)]
 
 
 def test_a_connection_and_its_cursor_go_once_the_connection_is_dropped(

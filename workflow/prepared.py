@@ -10,8 +10,8 @@ bench/README.md, (21)). The parameters are dumped and the row loaded by a psycop
 dialect's JSON dumpers and loaders included), and libpq releases the GIL while it waits.
 
 Each statement is prepared once per connection and parameter types (as psycopg's cursor keys
-them), under a name psycopg never uses. A statement the server forgot (``DEALLOCATE ALL``,
-``DISCARD ALL``) is prepared again once. A failed statement raises the ``psycopg.Error`` a
+them), under a name psycopg never uses. A statement the server forgot (``DEALLOCATE``,
+``DISCARD ALL``) is prepared again. A failed statement raises the ``psycopg.Error`` a
 cursor would have raised (its SQLSTATE's class, the server's message and diagnostics); the
 connection is in autocommit, so the failure ended its own transaction and nothing is left to
 roll back. No transaction is begun here: a connection out of autocommit goes through a cursor
@@ -117,7 +117,9 @@ def _execute(
         result = pgconn.exec_prepared(name, params, formats, _TEXT)
         if result.status != pq.ExecStatus.FATAL_ERROR or not _forgotten(result):
             return result
-        state.names.clear()  # the server dropped them all (DEALLOCATE ALL, DISCARD ALL)
+        # the server dropped it (DEALLOCATE, or DEALLOCATE ALL / DISCARD ALL: then each of
+        # the others is found dropped at its next use, as this one was)
+        del state.names[key]
     name = _prepare(raw, state, key)
     return pgconn.exec_prepared(name, params, formats, _TEXT)
 

@@ -110,12 +110,19 @@ def test_a_failed_statement_raises_the_cursors_error_and_leaves_the_connection_u
 
 
 def test_a_statement_the_server_forgot_is_prepared_again(raw: psycopg.Connection) -> None:
-    sql = "SELECT %(x)s::int + 1"
-    assert prepared.fetch(raw, sql, {"x": 1}, first=True) == (2,)
+    one, two = "SELECT %(x)s::int + 1", "SELECT %(x)s::int + 2"
+    assert prepared.fetch(raw, one, {"x": 1}, first=True) == (2,)
+    assert prepared.fetch(raw, two, {"x": 1}, first=True) == (3,)
+    first, second = _ours(raw)
+    raw.execute(f"DEALLOCATE {first}")
+    assert prepared.fetch(raw, one, {"x": 2}, first=True) == (3,)
+    assert prepared.fetch(raw, two, {"x": 2}, first=True) == (4,)
+    assert len(_ours(raw)) == 2 and second in _ours(raw)  # the other one kept
     raw.execute("DEALLOCATE ALL")
     assert _ours(raw) == []
-    assert prepared.fetch(raw, sql, {"x": 2}, first=True) == (3,)
-    assert len(_ours(raw)) == 1
+    assert prepared.fetch(raw, one, {"x": 3}, first=True) == (4,)
+    assert prepared.fetch(raw, two, {"x": 3}, first=True) == (5,)
+    assert len(_ours(raw)) == 2
 
 
 def test_the_statements_kept_per_connection_are_bounded(

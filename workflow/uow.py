@@ -192,9 +192,10 @@ _CURSOR_ATTRIBUTE = "_rehabflow_cursor"
 
 
 def _cursor(raw: psycopg.Connection) -> psycopg.Cursor:
-    """The connection's cursor for statements sent straight to the driver, kept on the
-    connection itself, so that it goes when the connection goes (a map from connections to
-    their cursors kept every connection alive: the cursor refers to its connection). A new
+    """The connection's cursor for statements sent straight to the driver in a transaction
+    (in autocommit they go through :mod:`workflow.prepared`), kept on the connection itself,
+    so that it goes when the connection goes (a map from connections to their cursors kept
+    every connection alive: the cursor refers to its connection). A new
     cursor per statement built psycopg's adaptation context afresh each time (a dumper
     looked up per parameter's type): about a third more of the client's CPU for a statement
     of forty parameters (measured, bench/README.md, (19)). Its rows are read before the next

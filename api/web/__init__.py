@@ -13,7 +13,7 @@ import os
 from datetime import timedelta
 
 from flask import Flask, Request
-from flask.sessions import SecureCookieSessionInterface
+from flask.sessions import SecureCookieSessionInterface, SessionMixin
 
 from api.web import i18n
 from api.web.blueprint import bp
@@ -42,8 +42,17 @@ def _loopback(host: str) -> bool:
 
 
 class SessionInterface(SecureCookieSessionInterface):
-    """``REHABFLOW_COOKIE_SECURE``: ``1`` always Secure; ``0`` never; ``auto`` (default)
+    """The staff pages' signed cookie session. The API (``/api/``) authenticates each request
+    by its bearer token and has no session: none is opened (a cookie sent there is not read)
+    and none saved.
+
+    ``REHABFLOW_COOKIE_SECURE``: ``1`` always Secure; ``0`` never; ``auto`` (default)
     Secure except over plain HTTP to a loopback address (the demo of ``scripts/start.sh``)."""
+
+    def open_session(self, app: Flask, request: Request) -> SessionMixin | None:
+        if request.path.startswith("/api/"):
+            return self.null_session_class()
+        return super().open_session(app, request)
 
     def get_cookie_secure(self, app: Flask) -> bool:
         from flask import request

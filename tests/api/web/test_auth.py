@@ -295,6 +295,31 @@ class TestApiUnchanged:
         assert b.get("/api/v1/cases", headers=auth).status_code == 200
         assert_problem(b.get("/api/v1/nothing-here", headers=auth), 404)
 
+    def test_the_api_neither_reads_nor_renews_the_page_session(
+        self, app: Flask, people: People
+    ) -> None:
+        """A signed-in browser's cookie sent to the API is not opened there (the API has no
+        session), and no cookie comes back; the pages' session is untouched by it."""
+
+        @app.get("/api/v1/test-session-probe")  # (routes are added before any request)
+        def _probe() -> dict[str, bool]:
+            from flask import session
+
+            return {"null": app.session_interface.is_null_session(session)}
+
+        officer = people.officer()
+        b = officer.login()
+        token = app.extensions["rehabflow.accounts"].create_token(
+            officer.username, datetime.now(UTC)
+        )
+        auth = {"Authorization": f"Bearer {token.token}"}
+        resp = b.get("/api/v1/test-session-probe", headers=auth)
+        assert resp.status_code == 200 and resp.get_json() == {"null": True}
+        assert not resp.headers.getlist("Set-Cookie")
+        for resp in (b.get("/api/v1/cases", headers=auth), b.get("/api/v1/nothing")):
+            assert not resp.headers.getlist("Set-Cookie"), resp.headers
+        assert b.get("/cases").status_code == 200  # still signed in on the pages
+
     def test_unknown_page_is_a_page(self, app: Flask, people: People) -> None:
         b = people.officer().login()
         resp = b.get("/no-such-page", headers={"Accept": "text/html,*/*;q=0.8"})

@@ -195,11 +195,11 @@ def _cursor(raw: psycopg.Connection) -> psycopg.Cursor:
     """The connection's cursor for statements sent straight to the driver in a transaction
     (in autocommit they go through :mod:`workflow.prepared`), kept on the connection itself,
     so that it goes when the connection goes (a map from connections to their cursors kept
-    every connection alive: the cursor refers to its connection). A new
-    cursor per statement built psycopg's adaptation context afresh each time (a dumper
-    looked up per parameter's type): about a third more of the client's CPU for a statement
-    of forty parameters (measured, bench/README.md, (19)). Its rows are read before the next
-    statement is sent: callers fetch what they need at once."""
+    every connection alive: the cursor refers to its connection). A new cursor per statement
+    built psycopg's adaptation context afresh each time (a dumper looked up per parameter's
+    type): about a third more of the client's CPU for a statement of forty parameters
+    (measured, bench/README.md, (19)). Its rows are read before the next statement is sent:
+    callers fetch what they need at once."""
     cursor = getattr(raw, _CURSOR_ATTRIBUTE, None)
     if cursor is None or cursor.closed:
         cursor = raw.cursor()
@@ -218,12 +218,21 @@ def _fetch_one(
     sql, values = _driver_call(driver.dialect, statement, params)
     raw = driver.raw
     with _driver_errors(driver, sql):
-        if raw.autocommit:  # the statement is its own transaction: nothing to commit
-            return prepared.fetch(raw, sql, values, first=True)
-        row = _cursor(raw).execute(sql, values, prepare=True).fetchone()
-        if commit:
+        row = _run(raw, sql, values, first=True)
+        if commit and not raw.autocommit:  # (in autocommit the statement committed itself)
             raw.commit()
     return row
+
+
+def _run(raw: psycopg.Connection, sql: str, values: dict[str, Any], *, first: bool) -> Any:
+    """``sql`` on ``raw``, prepared once per connection: in autocommit through libpq's
+    prepared-statement calls (:mod:`workflow.prepared`), in a transaction through the
+    connection's cursor (which begins it, as psycopg does); its first row (None if none), or
+    all its rows."""
+    if raw.autocommit:
+        return prepared.fetch(raw, sql, values, first=first)
+    cursor = _cursor(raw).execute(sql, values, prepare=True)
+    return cursor.fetchone() if first else cursor.fetchall()
 
 
 def fetch_all(driver: Driver, statement: Select, params: dict[str, Any]) -> list[tuple]:
@@ -234,12 +243,8 @@ def fetch_all(driver: Driver, statement: Select, params: dict[str, Any]) -> list
     :meth:`UnitOfWork.fetch_all`)."""
     sql, values = _driver_call(driver.dialect, statement, params)
     results = _result_processors(statement, driver.dialect)
-    raw = driver.raw
     with _driver_errors(driver, sql):
-        if raw.autocommit:
-            rows = prepared.fetch(raw, sql, values, first=False)
-        else:
-            rows = _cursor(raw).execute(sql, values, prepare=True).fetchall()
+        rows = _run(driver.raw, sql, values, first=False)
         return [tuple(p(v) if p else v for p, v in zip(results, row, strict=True)) for row in rows]
 
 

@@ -6,7 +6,8 @@ import os
 from datetime import UTC, datetime
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
+from sqlalchemy.engine import Engine
 
 from bench import generate as gen
 from bench.run import pg_database
@@ -17,6 +18,20 @@ from workflow.model import Case
 from workflow.registry import Registry
 
 from ..conftest import PG_AVAILABLE
+
+
+def _counter_indexes(engine: Engine) -> list[tuple[str, str, bool]]:
+    """(name, definition, primary?) of the report counters' indexes in the engine's schema."""
+    with engine.connect() as conn:
+        rows = conn.execute(
+            text(
+                "SELECT c.relname, pg_get_indexdef(i.indexrelid), i.indisprimary FROM pg_index i"
+                " JOIN pg_class c ON c.oid = i.indexrelid"
+                " WHERE i.indrelid::regclass::text IN ('report_moves', 'report_deadlines')"
+                " ORDER BY 1"
+            )
+        )
+        return [tuple(r) for r in rows]
 
 
 @pytest.mark.postgres
@@ -46,8 +61,16 @@ def test_a_pool_smaller_than_the_database_keeps_its_indexes(
     registry = Registry.from_directory(gen.DEFINITIONS)
     now = datetime.now(UTC)
     with pg_database(None, f"rfbench_pool_{os.getpid()}") as db:
-        gen.generate(db.engine, 100, now=now, registry=registry, variants=1)
+        gen.ensure_schema(db.engine)
+        counter_indexes = _counter_indexes(db.engine)
+        assert len(counter_indexes) == 4  # two primary keys, two indexes
+        report = gen.generate(db.engine, 100, now=now, registry=registry, variants=1)
         assert dropped == [True] and recounted == [True]  # into an empty database: big
+        # the counters were recounted without their indexes, which came back as they were
+        assert _counter_indexes(db.engine) == counter_indexes
+        assert {"rows", "indexes", "vacuum", "counters"} <= set(report.phases)
+        with make_session_factory(db.engine)() as s:
+            assert rollup.check(s) == (0, [])
         ids = gen.make_pool(db.engine, registry, 60, now)  # >= BIG_LOAD, < 100 held
         assert dropped == [True] and recounted == [True], "the pool rebuilt the indexes"
         assert len(ids) == 60

@@ -41,7 +41,8 @@ def test_a_pool_smaller_than_the_database_keeps_its_indexes(
     """A big load drops the secondary indexes and rebuilds them afterwards; that pays only
     when the load is at least what the database holds. A pool of fresh cases (what
     ``bench.run`` appends before its sections) smaller than the database goes in with the
-    indexes in place, and its report counters are added, not recounted."""
+    indexes in place, and its report counters are added, not recounted. A big load recounts
+    the counters with their tables' keys and indexes dropped, and makes them again."""
     if not PG_AVAILABLE:
         pytest.skip("PostgreSQL is not reachable")
     monkeypatch.setattr(gen, "BIG_LOAD", 40)  # instead of 50,000

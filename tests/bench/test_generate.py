@@ -106,3 +106,48 @@ def test_a_generation_is_recorded_and_pools_are_not() -> None:
         row = grown_row({"cases_before": held, "generated_cases": 30})
         assert row is not None and row[1] == "+12 cases"
         assert grown_row({"cases_before": held, "generated_cases": None}) is None
+
+
+@pytest.mark.postgres
+def test_a_load_sent_from_a_process_of_its_own_writes_the_same_database(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A load of ``PARALLEL_LOAD`` cases or more sends its rows from a process of its own
+    (``SinkProcess``): the cases, their audit chain and their counters are what the load
+    in this process writes; an error over there is raised here, and the load, one
+    transaction, leaves nothing behind."""
+    if not PG_AVAILABLE:
+        pytest.skip("PostgreSQL is not reachable")
+    monkeypatch.setattr(gen, "PARALLEL_LOAD", 20)  # instead of 20,000
+    started: list[gen.SinkProcess] = []
+    real_init = gen.SinkProcess.__init__
+
+    def init(self: gen.SinkProcess, *args: object) -> None:
+        real_init(self, *args)
+        started.append(self)
+
+    monkeypatch.setattr(gen.SinkProcess, "__init__", init)
+    registry = Registry.from_directory(gen.DEFINITIONS)
+    now = datetime.now(UTC)
+    with pg_database(None, f"rfbench_proc_{os.getpid()}") as db:
+        report = gen.generate(db.engine, 30, now=now, registry=registry, variants=1)
+        assert len(started) == 1 and not started[0].proc.is_alive()
+        assert report.rows["cases"] == 30 and report.rows["audit_events"] > 100
+        gen.make_pool(db.engine, registry, 10, now)  # below the threshold: this process
+        assert len(started) == 1
+
+        def check(cases: int) -> None:
+            with make_session_factory(db.engine)() as s:
+                assert s.scalar(select(func.count()).select_from(Case)) == cases
+                assert verify(s).ok
+                assert rollup.check(s) == (0, [])
+
+        check(40)
+        # the next load's ids collide with the first cases': its COPY fails over there
+        monkeypatch.setattr(
+            gen.SinkProcess, "next_ids", lambda self: {m.__tablename__: 1 for m in gen.SERIAL}
+        )
+        with pytest.raises(RuntimeError, match="sink's process failed: .*UniqueViolation"):
+            gen.make_pool(db.engine, registry, 25, now)
+        assert len(started) == 2 and not started[1].proc.is_alive()
+        check(40)

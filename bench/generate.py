@@ -997,10 +997,7 @@ class SinkProcess:
                 ok, value = self.replies.get(timeout=1)
                 break
             except queue.Empty:
-                if not self.proc.is_alive():
-                    raise RuntimeError(
-                        f"the sink's process ended (exit code {self.proc.exitcode})"
-                    ) from None
+                self._check_alive()
         if not ok:
             raise RuntimeError(f"the sink's process failed: {value}")
         return value
@@ -1011,10 +1008,12 @@ class SinkProcess:
                 self.requests.put((name, args), timeout=1)
                 return
             except queue.Full:
-                if not self.proc.is_alive():
-                    raise RuntimeError(
-                        f"the sink's process ended (exit code {self.proc.exitcode})"
-                    ) from None
+                self._check_alive()
+
+    def _check_alive(self) -> None:
+        """While this process waits on a queue: the other one must still be there."""
+        if not self.proc.is_alive():
+            raise RuntimeError(f"the sink's process ended (exit code {self.proc.exitcode})")
 
     def head(self) -> tuple[int, str]:
         return self._call("head")

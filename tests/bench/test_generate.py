@@ -151,3 +151,15 @@ def test_a_load_sent_from_a_process_of_its_own_writes_the_same_database(
             gen.make_pool(db.engine, registry, 25, now)
         assert len(started) == 2 and not started[1].proc.is_alive()
         check(40)
+        # a process that is gone is found gone, not waited for
+        real_head = gen.SinkProcess.head
+
+        def head(self: gen.SinkProcess) -> tuple[int, str]:
+            self.proc.kill()
+            self.proc.join()
+            return real_head(self)
+
+        monkeypatch.setattr(gen.SinkProcess, "head", head)
+        with pytest.raises(RuntimeError, match="sink's process ended"):
+            gen.make_pool(db.engine, registry, 25, now)
+        check(40)

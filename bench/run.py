@@ -508,7 +508,7 @@ def throughput(
     conf = {"conninfo": db.conninfo, "url": db.url, "actor": actor, "form": form}
     rounds = plan.rounds
     # fresh cases (workflows) per measurement, for more than the fastest rate seen per client
-    # (engine 1,148/s alone, 387/s each of 4, on 28/11's AMD EPYC; Spiff 488/s and 221/s): a
+    # (engine 1,148/s alone, 355/s each of 4, on 28/11's AMD EPYC; Spiff 488/s and 221/s): a
     # client that runs out stops early, and the table says so
     sizes = {1: pool_size(1600, 1, plan.seconds), 4: pool_size(500, 4, plan.seconds)}
     spiff_sizes = {1: pool_size(900, 1, plan.seconds), 4: pool_size(400, 4, plan.seconds)}

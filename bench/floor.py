@@ -1,7 +1,8 @@
 """The raw floor: one transition's transaction shape in hand-written SQL, nothing else.
 
-Per case, in one transaction: lock the case row, update its state and version, lock the audit
-head, insert the chained audit event (the same SHA-256 chain as ``workflow.audit``, so
+Per case, in one transaction: lock the case row, update its state and version, lock the head
+of the case's audit lane (as the engine does, ``workflow.audit``), insert the chained audit
+event (the same SHA-256 chain as ``workflow.audit``, so
 ``rehabflow audit verify`` stays valid) and move the head, insert one outbox row, commit. That
 is the least any engine writing a transition, its audit event and its notification must send
 to the database; ``bench.run`` compares the engine with it.
@@ -98,6 +99,10 @@ def _audit_params(body: dict[str, Any], at: Any, prev: str, digest: str) -> tupl
     )
 
 
+# the head of the case's audit lane (workflow.audit), with the seq its event takes
+HEAD_OF_LANE = "SELECT id, seq + stride, hash FROM audit_head WHERE id = 1 + ({p} % stride)"
+
+
 def pg_step(conninfo: str, actor: dict[str, Any], clock: Callable[[], datetime]) -> Any:
     """A function firing the floor transaction on one case id through psycopg."""
     import psycopg
@@ -105,6 +110,7 @@ def pg_step(conninfo: str, actor: dict[str, Any], clock: Callable[[], datetime])
     conn = psycopg.connect(conninfo)
     audit_sql = AUDIT_INSERT.format(p=", ".join(["%s"] * 17))
     outbox_sql = OUTBOX_INSERT.format(p="%s, %s, %s, %s, %s, %s, 'pending', 0, %s, %s")
+    head_sql = HEAD_OF_LANE.replace("%", "%%").format(p="%s") + " FOR UPDATE"
 
     def step(case_id: int) -> None:
         now = clock()
@@ -118,17 +124,15 @@ def pg_step(conninfo: str, actor: dict[str, Any], clock: Callable[[], datetime])
                 "state_entered_at = %s, updated_at = %s WHERE id = %s AND version = %s",
                 (TO_STATE, TO_GROUP, now, now, case_id, row[1]),
             )
-            seq, prev = cur.execute(
-                "SELECT seq, hash FROM audit_head WHERE id = 1 FOR UPDATE"
-            ).fetchone()
-            body = _body(seq + 1, case_id, now.astimezone(UTC), actor)
+            head, seq, prev = cur.execute(head_sql, (case_id,)).fetchone()
+            body = _body(seq, case_id, now.astimezone(UTC), actor)
             digest = hashlib.sha256((prev + canonical(body)).encode()).hexdigest()
             cur.execute(audit_sql, _audit_params(body, now, prev, digest))
             cur.execute(
-                "UPDATE audit_head SET seq = %s, prev_hash = %s, hash = %s WHERE id = 1",
-                (seq + 1, prev, digest),
+                "UPDATE audit_head SET seq = %s, prev_hash = %s, hash = %s WHERE id = %s",
+                (seq, prev, digest, head),
             )
-            cur.execute(outbox_sql, (*_outbox(case_id, row[0], seq + 1, now), now, now))
+            cur.execute(outbox_sql, (*_outbox(case_id, row[0], seq, now), now, now))
 
     step.close = conn.close  # type: ignore[attr-defined]
     return step
@@ -160,15 +164,15 @@ def sqlite_step(path: str, actor: dict[str, Any], clock: Callable[[], datetime])
                 "state_entered_at = ?, updated_at = ? WHERE id = ? AND version = ?",
                 (TO_STATE, TO_GROUP, ts, ts, case_id, version),
             )
-            seq, prev = cur.execute("SELECT seq, hash FROM audit_head WHERE id = 1").fetchone()
-            body = _body(seq + 1, case_id, now.astimezone(UTC), actor)
+            head, seq, prev = cur.execute(HEAD_OF_LANE.format(p="?"), (case_id,)).fetchone()
+            body = _body(seq, case_id, now.astimezone(UTC), actor)
             digest = hashlib.sha256((prev + canonical(body)).encode()).hexdigest()
             cur.execute(audit_sql, _audit_params(body, ts, prev, digest))
             cur.execute(
-                "UPDATE audit_head SET seq = ?, prev_hash = ?, hash = ? WHERE id = 1",
-                (seq + 1, prev, digest),
+                "UPDATE audit_head SET seq = ?, prev_hash = ?, hash = ? WHERE id = ?",
+                (seq, prev, digest, head),
             )
-            cur.execute(outbox_sql, (*_outbox(case_id, number, seq + 1, now), ts, ts))
+            cur.execute(outbox_sql, (*_outbox(case_id, number, seq, now), ts, ts))
             cur.execute("COMMIT")
         except BaseException:
             cur.execute("ROLLBACK")

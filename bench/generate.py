@@ -9,13 +9,14 @@ target state). Each generated case copies one template's rows (subject, case, do
 activity records, deadlines, audit events, outbox messages) with fresh ids, a new person and
 a new commune, shifted in time by whole weeks (so working days stay working days) to an
 opening date drawn like the demo's (60 to 760 days ago; the law version in force on that
-date). The audit events are re-chained from the database's current head, so
-``rehabflow audit verify`` stays valid; outbox messages are written as delivered; open
-deadlines that fell due before ``now`` are left as the sweep would have left them (ladder
-walked, next action in the future or none), so a fresh database owes the sweep nothing.
+date). The audit events are re-chained from the database's current heads (each case's in
+its lane, ``workflow.audit``), so ``rehabflow audit verify`` stays valid; outbox messages
+are written as delivered; open deadlines that fell due before ``now`` are left as the sweep
+would have left them (ladder walked, next action in the future or none), so a fresh
+database owes the sweep nothing.
 
 Data is appended: running it twice gives 2N cases. On PostgreSQL the load is one transaction
-holding the audit head's lock; with 50,000 cases or more (and at least as many as the
+holding the audit heads' locks; with 50,000 cases or more (and at least as many as the
 database holds) the secondary indexes are dropped and rebuilt after the load, the report
 counters recounted into their tables with their keys and indexes dropped, and foreign-key
 triggers skipped (superuser only); with 20,000 or more, the rows are sent from a process of
@@ -443,7 +444,8 @@ class Batch:
 
 
 class Replicator:
-    """Turns templates into rows of new cases, chaining their audit events from ``head``."""
+    """Turns templates into rows of new cases, chaining their audit events from ``head``
+    (the lanes' heads, lane by lane)."""
 
     def __init__(
         self,
@@ -451,7 +453,7 @@ class Replicator:
         target: Target,
         templates: list[Template],
         now: datetime,
-        head: tuple[int, str],
+        head: list[tuple[int, str]],
         next_ids: dict[str, int],
         *,
         seed: int,
@@ -462,7 +464,9 @@ class Replicator:
         self.target = target
         self.now = now
         self.today = business_date(now)
-        self.seq, self.hash = head
+        # the audit lanes' heads (seq, hash), lane by lane: a case's events go to lane
+        # case id mod lanes, a stride of lanes apart (workflow.audit)
+        self.heads = [list(h) for h in head]
         self.ids = dict(next_ids)
         self.rng = random.Random(seed)
         self.secret = secret_key.encode()
@@ -679,28 +683,29 @@ class Replicator:
             )
         seqs: dict[int, int] = {}
         events = batch.rows["audit_events"]
+        lane = self.heads[cid % len(self.heads)]
+        seq, hash_ = lane
         for e, (canon, docs, extra, consts) in zip(t.events, p.events):
-            self.seq += 1
-            seqs[e["seq"]] = self.seq
-            holes[HOLE_SEQ] = str(self.seq)
+            seq += len(self.heads)
+            seqs[e["seq"]] = seq
+            holes[HOLE_SEQ] = str(seq)
             at = e["at"] + delta
             iso = at.isoformat(timespec="microseconds")
-            prev = self.hash
-            self.hash = hashlib.sha256(
-                (prev + canon.render(holes, iso)).encode("utf-8")
-            ).hexdigest()
+            prev = hash_
+            hash_ = hashlib.sha256((prev + canon.render(holes, iso)).encode("utf-8")).hexdigest()
             events.append(
                 (
-                    self.seq,
+                    seq,
                     cid,
                     at,
                     *consts,
                     docs.render(holes, iso),
                     extra.render(holes, iso),
                     prev,
-                    self.hash,
+                    hash_,
                 )
             )
+        lane[:] = seq, hash_
         for a, data in zip(t.activities, p.activity_data):
             batch.rows["activity_records"].append(
                 (
@@ -812,7 +817,7 @@ def _fold(name: str) -> str:
 
 # ---------------------------------------------------------------------------------- sinks
 class PgSink:
-    """COPY into PostgreSQL, in one transaction holding the audit head's lock."""
+    """COPY into PostgreSQL, in one transaction holding the audit heads' locks."""
 
     def __init__(self, engine: Engine, big: bool) -> None:
         self.raw = engine.raw_connection()
@@ -832,11 +837,9 @@ class PgSink:
                 # our rows are consistent by construction: skip the per-row foreign-key checks
                 self.cur.execute("SET session_replication_role = replica")
 
-    def head(self) -> tuple[int, str]:
-        row = self.cur.execute(
-            "SELECT seq, hash FROM audit_head WHERE id = 1 FOR UPDATE"
-        ).fetchone()
-        return row[0], row[1]
+    def head(self) -> list[tuple[int, str]]:
+        rows = self.cur.execute("SELECT seq, hash FROM audit_head ORDER BY id FOR UPDATE")
+        return [(seq, hash_) for seq, hash_ in rows.fetchall()]
 
     def next_ids(self) -> dict[str, int]:
         out = {}
@@ -880,11 +883,11 @@ class PgSink:
                                 row[i] = _dumps(row[i])
                     copy.write_row(row)
 
-    def finish(self, head: tuple[int, str], progress: bool) -> None:
-        self.cur.execute(
-            "UPDATE audit_head SET seq = %s, hash = %s, "
-            "prev_hash = (SELECT prev_hash FROM audit_events WHERE seq = %s) WHERE id = 1",
-            (*head, head[0]),
+    def finish(self, head: list[tuple[int, str]], progress: bool) -> None:
+        self.cur.executemany(
+            "UPDATE audit_head SET seq = %s, hash = %s, prev_hash = coalesce("
+            "(SELECT prev_hash FROM audit_events WHERE seq = %s), prev_hash) WHERE id = %s",
+            [(seq, hash_, seq, lane + 1) for lane, (seq, hash_) in enumerate(head)],
         )
         for m in SERIAL:
             t = m.__tablename__
@@ -927,11 +930,9 @@ class SqliteSink:
         self.conn = engine.connect()
         self.tx = self.conn.begin()
 
-    def head(self) -> tuple[int, str]:
-        row = self.conn.execute(
-            select(AuditHead.seq, AuditHead.hash).where(AuditHead.id == 1)
-        ).one()
-        return row[0], row[1]
+    def head(self) -> list[tuple[int, str]]:
+        rows = self.conn.execute(select(AuditHead.seq, AuditHead.hash).order_by(AuditHead.id))
+        return [(seq, hash_) for seq, hash_ in rows]
 
     def next_ids(self) -> dict[str, int]:
         return {
@@ -955,18 +956,14 @@ class SqliteSink:
                             row[c] = json.loads(row[c])
                 self.conn.execute(insert(m.__table__), dicts)
 
-    def finish(self, head: tuple[int, str], progress: bool) -> None:
-        self.conn.execute(
-            AuditHead.__table__.update()
-            .where(AuditHead.id == 1)
-            .values(
-                seq=head[0],
-                hash=head[1],
-                prev_hash=select(AuditEvent.prev_hash)
-                .where(AuditEvent.seq == head[0])
-                .scalar_subquery(),
+    def finish(self, head: list[tuple[int, str]], progress: bool) -> None:
+        for lane, (seq, hash_) in enumerate(head):
+            last = select(AuditEvent.prev_hash).where(AuditEvent.seq == seq).scalar_subquery()
+            self.conn.execute(
+                AuditHead.__table__.update()
+                .where(AuditHead.id == lane + 1)
+                .values(seq=seq, hash=hash_, prev_hash=func.coalesce(last, AuditHead.prev_hash))
             )
-        )
         self.tx.commit()
 
     def close(self) -> None:
@@ -1017,7 +1014,7 @@ class SinkProcess:
         if not self.proc.is_alive():
             raise RuntimeError(f"the sink's process ended (exit code {self.proc.exitcode})")
 
-    def head(self) -> tuple[int, str]:
+    def head(self) -> list[tuple[int, str]]:
         return self._call("head")
 
     def next_ids(self) -> dict[str, int]:
@@ -1029,7 +1026,7 @@ class SinkProcess:
     def write(self, batch: Batch) -> None:
         self._send("write", batch)
 
-    def finish(self, head: tuple[int, str], progress: bool) -> None:
+    def finish(self, head: list[tuple[int, str]], progress: bool) -> None:
         self.phases = self._call("finish", head, progress)
 
     def close(self) -> None:
@@ -1153,7 +1150,7 @@ def load(
             bar.update(len(batch))
         bar.close()
         phases = {"rows": time.perf_counter() - t0}
-        sink.finish((rep.seq, rep.hash), progress)
+        sink.finish([(seq, hash_) for seq, hash_ in rep.heads], progress)
         phases.update(sink.phases)
     finally:
         sink.close()

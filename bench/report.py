@@ -298,7 +298,12 @@ def generate(engine: Any, registry: Registry, n: int, seed: int = 2026) -> None:
     print()
     with conn.cursor() as cur:
         last = w.next["audit_events"] - 1
-        cur.execute("UPDATE audit_head SET seq = %s", (last,))
+        # the events were numbered 1..last in one chain: one lane (workflow.audit)
+        cur.execute("DELETE FROM audit_head WHERE id > 1")
+        cur.execute(
+            "UPDATE audit_head SET seq = %s, stride = 1, base_seq = 0, base_hash = %s",
+            (last, "0" * 64),
+        )
         for table, col in (("cases", "id"), ("subjects", "id"), ("activity_records", "id"),
                            ("deadlines", "id"), ("documents", "id")):  # fmt: skip
             cur.execute(

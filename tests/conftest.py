@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
-from workflow import schema
+from workflow import audit, schema
 from workflow.actors import Actor, actor_from_user
 from workflow.db import make_engine, make_session_factory
 from workflow.model import Agency, AgencyUnit, Base, User
@@ -28,6 +28,8 @@ PG_URL = os.environ.get(
 COMMUNE = "17662"  # Xã Đô Lương, Nghệ An
 PROVINCE = "40"
 OTHER_COMMUNE = "17677"  # another commune of Nghệ An
+# the audit lanes of the PostgreSQL test databases (migration 0010 makes 8 by default)
+PG_LANES = int(os.environ.get("REHABFLOW_TEST_AUDIT_LANES", "4"))
 
 
 def _pg_available() -> bool:
@@ -77,6 +79,10 @@ def _truncate_pg(engine: Engine) -> None:
     with engine.begin() as conn:
         conn.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
         conn.execute(text(f"INSERT INTO audit_head (id, seq, hash) VALUES (1, 0, '{'0' * 64}')"))
+    if PG_LANES > 1:  # as migration 0010 leaves a new PostgreSQL database
+        with make_session_factory(engine)() as session:
+            audit.set_lanes(session, PG_LANES)
+            session.commit()
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])

@@ -2,8 +2,16 @@
 
 Every event stores ``hash = sha256(prev_hash + canonical(event))`` where the canonical form
 includes its sequence number, so editing, deleting or reordering any row breaks the chain from
-that row on. The head row (last seq and hash) is locked while appending, so the chain is a
-single line even with concurrent writers, and deleting the newest events is detected too.
+that row on. A head row (last seq and hash) is locked while appending, so a chain is a single
+line even with concurrent writers, and deleting the newest events is detected too.
+
+The log can run in *lanes* (``audit_head``, one row per lane; :func:`set_lanes`): after the
+split, a case's events all go to lane ``case_id mod lanes`` (events without a case: lane 0),
+each lane a chain of its own from the hash the single chain had at the split, with its own
+head; lane ``l`` holds the seqs ``split + 1 + l + k * lanes``, so a seq is still unique, a
+case's events are still in seq order, and a lane has no gap a deletion could hide in.
+Writers of different lanes no longer queue on one head row (bench/README.md, (23);
+docs/audit-lanes.md). :func:`verify` checks the chain up to the split, then every lane.
 """
 
 from __future__ import annotations
@@ -15,7 +23,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, insert, select, text, update
+from sqlalchemy import BigInteger, bindparam, delete, insert, select, text, update
 from sqlalchemy.orm import Session
 
 from workflow import jsontext, rollup
@@ -76,13 +84,23 @@ def unsaved_event(**values: Any) -> AuditEvent:
     return event
 
 
+# the head of the lane of a case's events (``lane_key``: the case's id, 0 for an event of no
+# case), read from the head rows themselves, so a process never writes to a lane by a lane
+# count it remembers from before a split
+_LANE_KEY = bindparam("lane_key", type_=BigInteger)
+_IN_LANE = AuditHead.id == 1 + _LANE_KEY % AuditHead.stride
+# the same in the SQL of :data:`PG_APPEND_CTES`, whose ``case_id`` is the event's
+_PG_IN_LANE = "id = 1 + (COALESCE(:case_id, 0) % stride)"
+
+
 def append(session: Session, event: AuditEvent, *, lock: bool = True) -> AuditEvent:
-    """Give ``event`` the next sequence number and its hash, and add it to the session."""
-    stmt = select(AuditHead).where(AuditHead.id == 1)
+    """Give ``event`` the next sequence number of its lane and its hash, and add it to the
+    session."""
+    stmt = select(AuditHead).where(_IN_LANE)
     if lock and session.get_bind().dialect.name == "postgresql":
         stmt = stmt.with_for_update()
-    head = session.execute(stmt).scalar_one()
-    event.seq = head.seq + 1
+    head = session.execute(stmt, {"lane_key": event.case_id or 0}).scalar_one()
+    event.seq = head.seq + head.stride
     event.at = _normalise(event.at)
     event.prev_hash = head.hash
     event.hash = chain_hash(head.hash, event)
@@ -114,9 +132,9 @@ def append_admin(
     )
 
 
-_HEAD = select(AuditHead.seq, AuditHead.hash).where(AuditHead.id == 1)
+_HEAD = select(AuditHead.id, AuditHead.seq, AuditHead.hash, AuditHead.stride).where(_IN_LANE)
 _HEAD_LOCKED = _HEAD.with_for_update()
-_MOVE_HEAD = update(AuditHead.__table__).where(AuditHead.__table__.c.id == 1)
+_MOVE_HEAD = update(AuditHead.__table__).where(AuditHead.__table__.c.id == bindparam("head"))
 _INSERT_EVENT = insert(AuditEvent.__table__)
 _COLUMNS = tuple(c.key for c in AuditEvent.__table__.columns)
 
@@ -128,14 +146,81 @@ def write(session: Session, event: AuditEvent) -> AuditEvent:
     ``event`` stays transient (never added to the session); its seq and hash are set.
     Call it last in a transaction: the head stays locked until commit (PostgreSQL)."""
     stmt = _HEAD_LOCKED if session.get_bind().dialect.name == "postgresql" else _HEAD
-    seq, prev = session.execute(stmt).one()
-    event.seq = seq + 1
+    head, seq, prev, stride = session.execute(stmt, {"lane_key": event.case_id or 0}).one()
+    event.seq = seq + stride
     event.at = _normalise(event.at)
     event.prev_hash = prev
     event.hash = chain_hash(prev, event)
     session.execute(_INSERT_EVENT, {name: getattr(event, name) for name in _COLUMNS})
-    session.execute(_MOVE_HEAD, {"seq": event.seq, "prev_hash": prev, "hash": event.hash})
+    moved = {"head": head, "seq": event.seq, "prev_hash": prev, "hash": event.hash}
+    session.execute(_MOVE_HEAD, moved)
     return event
+
+
+def lock_heads(session: Session) -> list[int]:
+    """Lock every lane's head (PostgreSQL; in id order, so two callers cannot deadlock): no
+    event can be appended until the transaction ends. For a transaction that appends events
+    of many cases (the sweep) or must see every writer done (``rollup.rebuild``); a command
+    takes its one head last. Returns the heads' seqs."""
+    stmt = select(AuditHead.seq).order_by(AuditHead.id)
+    if session.get_bind().dialect.name == "postgresql":
+        stmt = stmt.with_for_update()
+    return list(session.execute(stmt).scalars())
+
+
+def set_lanes(session: Session, lanes: int) -> tuple[int, str]:
+    """Run the log in ``lanes`` lanes from now on, split at the present end of the chain:
+    returns the split (seq, hash). Allowed from one lane (the chain's head is the split) or
+    from lanes that hold no event yet (their split stays the split); lanes that hold events
+    cannot be split again (every lane would need a split of its own, not built). Locks the
+    heads for the rest of the caller's transaction; a process that already runs keeps
+    writing correctly (it reads the lane count from the heads)."""
+    if lanes < 1:
+        raise ValueError("there is at least one lane")
+    heads = (
+        session.execute(
+            select(AuditHead).order_by(AuditHead.id).with_for_update()
+            if session.get_bind().dialect.name == "postgresql"
+            else select(AuditHead).order_by(AuditHead.id)
+        )
+        .scalars()
+        .all()
+    )
+    if len(heads) == 1 and heads[0].stride == 1:
+        at, at_hash, prev = heads[0].seq, heads[0].hash, heads[0].prev_hash
+    elif heads and all(_empty(h, len(heads)) for h in heads):
+        at, at_hash, prev = heads[0].base_seq, heads[0].base_hash, None
+    else:
+        raise ValueError(
+            "the audit lanes hold events since their split: they cannot be split again"
+        )
+    session.execute(delete(AuditHead.__table__))
+    session.execute(
+        insert(AuditHead.__table__),
+        [
+            {
+                "id": lane + 1,
+                "seq": at + 1 + lane - lanes,
+                "hash": at_hash,
+                "prev_hash": prev if lanes == 1 else None,
+                "stride": lanes,
+                "base_seq": at,
+                "base_hash": at_hash,
+            }
+            for lane in range(lanes)
+        ],
+    )
+    session.expire_all()
+    return at, at_hash
+
+
+def _empty(head: AuditHead, lanes: int) -> bool:
+    """Whether the lane of ``head`` (one of ``lanes``) holds no event since the split."""
+    return (
+        head.stride == lanes
+        and head.seq == head.base_seq + head.id - head.stride
+        and head.hash == head.base_hash
+    )
 
 
 def hash_parts(e: AuditEvent) -> tuple[str, str]:
@@ -162,21 +247,22 @@ _OUTBOX_VALUES = ", ".join("head.seq" if c.name == "audit_seq" else c.name for c
 # PostgreSQL: an event appended by one statement's data-modifying CTEs (its values typed by
 # the casts psycopg's dialect renders for typed parameters: :data:`PG_APPEND_PARAMETERS`; a
 # value longer than its column fails the statement, where a CAST to the column's type would
-# have cut it and left an event whose hash no longer verifies). ``head`` locks the chain
-# head (as SELECT … FOR UPDATE would: after a wait, the SET is evaluated on the row as the other
-# writer committed it), takes the next seq and computes the event's hash in the database,
-# sha256(prev_hash + before + seq + after) with the parts of :func:`hash_parts` (the same bytes
-# as :func:`chain_hash`); ``prev_hash`` keeps the hash it replaced, which RETURNING cannot read
-# otherwise before PostgreSQL 18. Then the event, the outbox rows (a JSON array of rows with
-# every column of the table, as ``CaseService._outbox_row`` makes them, audit_seq taken from the
-# head) and the report counters (``workflow.rollup``), each only if the head moved.
+# have cut it and left an event whose hash no longer verifies). ``head`` locks the head of the
+# event's lane (as SELECT … FOR UPDATE would: after a wait, the SET is evaluated on the row as
+# the other writer committed it), takes the lane's next seq and computes the event's hash in
+# the database, sha256(prev_hash + before + seq + after) with the parts of :func:`hash_parts`
+# (the same bytes as :func:`chain_hash`); ``prev_hash`` keeps the hash it replaced, which
+# RETURNING cannot read otherwise before PostgreSQL 18. Then the event, the outbox rows (a JSON
+# array of rows with every column of the table, as ``CaseService._outbox_row`` makes them,
+# audit_seq taken from the head) and the deltas of the report counters (``workflow.rollup``),
+# each only if the head moved.
 # ``{condition}``: SQL that must hold for anything to be written (the caller's CTEs, e.g. that
 # its case row matched its version).
 PG_APPEND_CTES = f"""head AS (
-    UPDATE audit_head SET seq = seq + 1, prev_hash = hash,
+    UPDATE audit_head SET seq = seq + stride, prev_hash = hash,
         hash = encode(sha256(convert_to(
-            hash || :hash_before || CAST(seq + 1 AS text) || :hash_after, 'UTF8')), 'hex')
-    WHERE id = 1 AND {{condition}}
+            hash || :hash_before || CAST(seq + stride AS text) || :hash_after, 'UTF8')), 'hex')
+    WHERE {_PG_IN_LANE} AND {{condition}}
     RETURNING seq, prev_hash, hash
 ), new_event AS (
     INSERT INTO audit_events (seq, prev_hash, hash, {", ".join(c.name for c in _BODY_COLUMNS)})
@@ -267,41 +353,76 @@ class VerifyResult:
     reason: str = ""
 
 
-def verify_events(events: Iterable[AuditEvent], head: tuple[int, str] | None) -> VerifyResult:
-    """Recompute the chain over ``events`` (in seq order) and compare with the stored head."""
-    prev, expected_seq, count = GENESIS, 1, 0
-    for e in events:
-        if e.seq != expected_seq:
+class _Chain:
+    """The running check of one chain (the single chain up to the split, or a lane): its
+    events come in seq order, ``stride`` apart from ``first_seq``, each chained to the one
+    before it from ``prev``."""
+
+    def __init__(self, first_seq: int = 1, prev: str = GENESIS, stride: int = 1) -> None:
+        self.expected, self.prev, self.stride, self.count = first_seq, prev, stride, 0
+
+    def feed(self, e: AuditEvent, checked: int) -> VerifyResult | None:
+        """The failure at ``e`` (``checked``: events found good before it), if any."""
+        if e.seq != self.expected:
             return VerifyResult(
                 False,
-                count,
+                checked,
                 e.seq,
-                f"expected event {expected_seq}, found {e.seq} (an event was deleted or reordered)",
+                f"expected event {self.expected}, found {e.seq} "
+                "(an event was deleted or reordered)",
             )
-        if e.prev_hash != prev:
-            return VerifyResult(False, count, e.seq, "prev_hash does not match the previous event")
-        if chain_hash(prev, e) != e.hash:
-            return VerifyResult(False, count, e.seq, "content does not match its hash (edited)")
-        prev, expected_seq, count = e.hash, expected_seq + 1, count + 1
-    if head is not None and (head[0] != count or head[1] != prev):
-        if head[0] > count:
+        if e.prev_hash != self.prev:
+            return VerifyResult(
+                False, checked, e.seq, "prev_hash does not match the previous event"
+            )
+        if chain_hash(self.prev, e) != e.hash:
+            return VerifyResult(False, checked, e.seq, "content does not match its hash (edited)")
+        self.prev, self.expected, self.count = e.hash, self.expected + self.stride, self.count + 1
+        return None
+
+    def end(self, head: tuple[int, str], checked: int) -> VerifyResult | None:
+        """The failure of a chain whose recorded end is ``head`` (seq, hash), if any."""
+        last = self.expected - self.stride
+        if head[0] > last:
             return VerifyResult(
                 False,
-                count,
-                count + 1,
-                f"the chain ends at event {count} but the head says {head[0]} "
+                checked,
+                last + self.stride,
+                f"the chain ends at event {last} but the head says {head[0]} "
                 "(events were deleted at the end)",
             )
-        if head[0] < count:
+        if head[0] < last:
             return VerifyResult(
                 False,
-                count,
-                head[0] + 1,
-                f"event {head[0] + 1} and later are beyond the recorded head "
+                checked,
+                head[0] + self.stride,
+                f"event {head[0] + self.stride} and later are beyond the recorded head "
                 f"({head[0]}): added outside rehabflow",
             )
-        return VerifyResult(False, count, count, "the head's hash does not match the last event")
-    return VerifyResult(True, count)
+        if head[1] != self.prev:
+            return VerifyResult(
+                False, checked, last, "the head's hash does not match the last event"
+            )
+        return None
+
+
+def verify_events(
+    events: Iterable[AuditEvent],
+    head: tuple[int, str] | None,
+    *,
+    first_seq: int = 1,
+    prev: str = GENESIS,
+    stride: int = 1,
+) -> VerifyResult:
+    """Recompute one chain over ``events`` (in seq order: ``first_seq``, then every
+    ``stride``-th, the first chained to ``prev``) and compare with the stored ``head``."""
+    chain = _Chain(first_seq, prev, stride)
+    for e in events:
+        bad = chain.feed(e, chain.count)
+        if bad is not None:
+            return bad
+    bad = chain.end(head, chain.count) if head is not None else None
+    return bad or VerifyResult(True, chain.count)
 
 
 def iter_events(session: Session, batch: int = 2000) -> Iterator[AuditEvent]:
@@ -325,5 +446,29 @@ def iter_events(session: Session, batch: int = 2000) -> Iterator[AuditEvent]:
 
 
 def verify(session: Session) -> VerifyResult:
-    head = session.execute(select(AuditHead.seq, AuditHead.hash).where(AuditHead.id == 1)).one()
-    return verify_events(iter_events(session), (head[0], head[1]))
+    """Check the whole log: the chain up to the split, then every lane against its head (one
+    pass over the events in seq order)."""
+    heads = session.execute(select(AuditHead).order_by(AuditHead.id)).scalars().all()
+    if not heads:
+        return VerifyResult(False, 0, None, "the audit log has no head")
+    base, base_hash, stride = heads[0].base_seq, heads[0].base_hash, heads[0].stride
+    if [h.id for h in heads] != list(range(1, stride + 1)) or any(
+        (h.base_seq, h.base_hash, h.stride) != (base, base_hash, stride) for h in heads
+    ):
+        return VerifyResult(False, 0, None, "the heads of the audit lanes disagree on the split")
+    ends = [(h.seq, h.hash) for h in heads]
+    session.expunge_all()
+    before = _Chain()
+    lanes = [_Chain(base + 1 + lane, base_hash, stride) for lane in range(stride)]
+    checked = 0
+    for e in iter_events(session):
+        chain = before if e.seq <= base else lanes[(e.seq - base - 1) % stride]
+        bad = chain.feed(e, checked)
+        if bad is not None:
+            return bad
+        checked += 1
+    for chain, end in ((before, (base, base_hash)), *zip(lanes, ends, strict=True)):
+        bad = chain.end(end, checked)
+        if bad is not None:
+            return bad
+    return VerifyResult(True, checked)

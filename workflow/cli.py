@@ -317,6 +317,37 @@ def audit_verify() -> None:
     sys.exit(1)
 
 
+@audit_group.command("lanes")
+@click.argument("lanes", type=int, required=False)
+def audit_lanes(lanes: int | None) -> None:
+    """Show the audit log's lanes; with LANES, split the chain at its end into that many
+    (allowed from one lane, or from lanes that hold no event yet). Migration 0010 made
+    them (REHABFLOW_AUDIT_LANES, 8 on PostgreSQL)."""
+    from sqlalchemy import select
+
+    from workflow import audit
+    from workflow.bootstrap import bootstrap
+    from workflow.model import AuditHead
+
+    services = bootstrap(registry=_registry())
+    _require_schema(services)
+    with services.session_factory() as session:
+        if lanes is not None:
+            try:
+                audit.set_lanes(session, lanes)
+            except ValueError as exc:
+                raise click.ClickException(str(exc)) from exc
+            session.commit()
+        heads = session.execute(select(AuditHead).order_by(AuditHead.id)).scalars().all()
+        first = heads[0]
+        click.echo(
+            f"{len(heads)} lane(s) since event {first.base_seq} (hash {first.base_hash[:16]}…)"
+        )
+        for h in heads:
+            held = (h.seq - (first.base_seq + h.id - h.stride)) // h.stride
+            click.echo(f"  lane {h.id - 1}: {held} event(s), last seq {h.seq}")
+
+
 @main.group("counters")
 def counters_group() -> None:
     """The reports' counters of moves and deadlines (kept by every command)."""
@@ -342,6 +373,20 @@ def counters_check() -> None:
         click.echo(f"  {d.table} {key}: stored {d.stored}, recounted {d.expected}", err=True)
     click.echo("run `rehabflow counters rebuild` to rewrite them", err=True)
     sys.exit(1)
+
+
+@counters_group.command("fold")
+def counters_fold() -> None:
+    """Fold the counters' deltas into them now (the sweep does it every minute)."""
+    from workflow import rollup
+    from workflow.bootstrap import bootstrap
+
+    services = bootstrap(registry=_registry())
+    _require_schema(services)
+    with services.cases.uow() as uow:
+        changed = rollup.fold(uow.session)
+        uow.commit()
+    click.echo(f"{changed} counter(s) changed")
 
 
 @counters_group.command("rebuild")

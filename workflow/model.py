@@ -13,12 +13,14 @@ from sqlalchemy import (
     JSON,
     BigInteger,
     Boolean,
+    Column,
     Date,
     DateTime,
     ForeignKey,
     Index,
     Integer,
     String,
+    Table,
     Text,
     TypeDecorator,
     text,
@@ -285,9 +287,15 @@ class AuditEvent(Base):
 
 
 class AuditHead(Base):
-    """One row: the last sequence number and hash of the chain (locked while appending), and
-    the hash before it (the last event's ``prev_hash``: what PostgreSQL's one-statement append
-    returns of the hash it replaced, ``workflow.audit.PG_APPEND_CTES``)."""
+    """The head of one *lane* of the audit chain (``workflow.audit``): row ``id`` is lane
+    ``id - 1``. It holds the lane's last sequence number and hash (locked while appending),
+    and the hash before it (the last event's ``prev_hash``: what PostgreSQL's one-statement
+    append returns of the hash it replaced, ``workflow.audit.PG_APPEND_CTES``).
+
+    The lanes started at the *split*: events up to ``base_seq`` form one chain from the
+    genesis hash to ``base_hash``; after it, lane ``l`` of ``stride`` lanes holds the events
+    ``base_seq + 1 + l + k * stride`` (k = 0, 1, …), each chained to the one before it in
+    the lane, the first to ``base_hash``. One lane (``stride`` 1) is the single chain."""
 
     __tablename__ = "audit_head"
 
@@ -295,6 +303,9 @@ class AuditHead(Base):
     seq: Mapped[int] = mapped_column(BigId)
     hash: Mapped[str] = mapped_column(String(64))
     prev_hash: Mapped[str | None] = mapped_column(String(64))
+    stride: Mapped[int] = mapped_column(Integer, server_default=text("1"))
+    base_seq: Mapped[int] = mapped_column(BigId, server_default=text("0"))
+    base_hash: Mapped[str] = mapped_column(String(64), server_default="0" * 64)
 
 
 class OutboxMessage(Base):
@@ -518,3 +529,18 @@ class ReportDeadline(Base):
             postgresql_include=["key", "status", "late"],
         ),
     )
+
+
+def _delta_table(counters: Any, name: str) -> Table:
+    """The deltas of ``counters`` not folded into it yet (``workflow.rollup``): its columns,
+    no key, so a writer never waits for another's row; PostgreSQL's commands insert here, the
+    sweep folds (``rollup.fold``)."""
+    return Table(
+        name,
+        Base.metadata,
+        *[Column(c.name, c.type, nullable=c.nullable) for c in counters.__table__.columns],
+    )
+
+
+REPORT_MOVES_DELTA = _delta_table(ReportMove, "report_moves_delta")
+REPORT_DEADLINES_DELTA = _delta_table(ReportDeadline, "report_deadlines_delta")

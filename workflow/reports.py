@@ -129,8 +129,6 @@ from workflow.model import (
     Case,
     Deadline,
     Document,
-    ReportDeadline,
-    ReportMove,
     Subject,
     UTCDateTime,
 )
@@ -443,10 +441,10 @@ class _Scope:
     # -- state changes: one pass over the daily counts of moves since the start of the period
     def changes(self) -> list[tuple[int, str, str | None, str | None, str | None, int]]:
         """(bucket, action, definition, from, to, count) of the moves since ``t0``, from the
-        daily counters of :mod:`workflow.rollup` (exactly the audit log's moves, counted at
-        the cases' current places): one pass, grouped by the move and the bucket of its day
-        (month ``b`` of the period, or ``M``: after it)."""
-        rm = ReportMove
+        daily counters of :mod:`workflow.rollup` and their deltas not folded yet (exactly
+        the audit log's moves, counted at the cases' current places): one pass, grouped by
+        the move and the bucket of its day (month ``b`` of the period, or ``M``: after it)."""
+        rm = rollup.moves_source().c
         edges = [m.last + timedelta(days=1) for m in self.months]
         bucket = case(
             *[(rm.day < edge, b) for b, edge in enumerate(edges)], else_=len(edges)
@@ -741,9 +739,9 @@ class _Scope:
 
     def deadline_rows(self) -> dict[str, dict[str, int]]:
         """Per deadline key: the deadlines due in the period by outcome, from the counters of
-        :mod:`workflow.rollup` (per key and status: how many, how many closed late, how many
-        past due on ``today``)."""
-        rd = ReportDeadline
+        :mod:`workflow.rollup` and their deltas not folded yet (per key and status: how
+        many, how many closed late, how many past due on ``today``)."""
+        rd = rollup.deadlines_source().c
         level = rollup.COMMUNE if self.level == "commune" else rollup.PROVINCE
         where = [rd.level == level, rd.due_on >= self.start, rd.due_on <= self.end]
         if self.unit is not None:

@@ -11,10 +11,15 @@ Two families, each counted once per *level* — at the case's commune (``level =
   after its due date (Vietnam), how many deadlines.
 
 They are written by the transactions that write what they count (the engine's commands, the
-sweep, the migration of running cases) as *deltas* — a :class:`Tally` — after the audit head
-is locked, so they add no lock wait (every writer already queues on the head) and they are
-committed or rolled back with what they count. A report of a year for the whole country
-then reads a few hundred thousand counters.
+sweep, the migration of running cases) as *deltas* — a :class:`Tally` — committed or rolled
+back with what they count. On PostgreSQL the deltas are inserted as rows of their own into
+``report_moves_delta`` and ``report_deadlines_delta`` (no key: a writer never waits for
+another's counter row, which four concurrent writers did 20–27 % of the time when they added
+to the counters themselves; bench/README.md, (23)), and the sweep folds them into the
+counters every minute (:func:`fold`); a report reads the counters and the deltas not folded
+yet (:func:`moves_source`, :func:`deadlines_source`). SQLite has one writer at a time: its
+transactions add to the counters directly. A report of a year for the whole country then
+reads a few hundred thousand counters.
 
 A hand-over to another commune moves the case's counters from its old commune and province
 to the new ones (:func:`move_case`): the counters follow the case's *current* place, as
@@ -37,6 +42,7 @@ from sqlalchemy import (
     Select,
     Table,
     and_,
+    bindparam,
     delete,
     func,
     literal,
@@ -50,7 +56,15 @@ from sqlalchemy.orm import Session
 
 from workflow import jsontext
 from workflow.calendar import business_date
-from workflow.model import AuditEvent, AuditHead, Case, Deadline, ReportDeadline, ReportMove
+from workflow.model import (
+    REPORT_DEADLINES_DELTA,
+    REPORT_MOVES_DELTA,
+    AuditEvent,
+    Case,
+    Deadline,
+    ReportDeadline,
+    ReportMove,
+)
 
 COMMUNE, PROVINCE = "commune", "province"
 LEVELS = (COMMUNE, PROVINCE)
@@ -59,6 +73,7 @@ OPENING = ""  # from_state of the counters of openings
 Place = tuple[str, str]  # (commune, province)
 MOVES: Table = ReportMove.__table__  # type: ignore[assignment]
 DEADLINES: Table = ReportDeadline.__table__  # type: ignore[assignment]
+DELTAS = {MOVES.name: REPORT_MOVES_DELTA, DEADLINES.name: REPORT_DEADLINES_DELTA}
 MOVE_KEY = ("level", "day", "unit", "action", "definition", "from_state", "to_state")
 DEADLINE_KEY = ("level", "due_on", "unit", "key", "status", "late")
 
@@ -145,8 +160,8 @@ def pending(holder: HasInfo) -> Tally:
 
 
 def write_pending(session: Session) -> None:
-    """Write the transaction's pending deltas (``UnitOfWork.commit``, just before the commit:
-    after the audit head is locked by whatever wrote an event)."""
+    """Write the transaction's pending deltas (``UnitOfWork.commit``, just before the
+    commit)."""
     tally = session.info.get(_PENDING)
     if tally:
         add(session, tally)
@@ -181,25 +196,27 @@ def _upsert(session: Session, table: Table, names: tuple[str, ...]) -> Any:
 
 
 def _recordset(table: Table, names: tuple[str, ...], condition: str) -> str:
-    """PostgreSQL: an upsert of the rows of a jsonb parameter into ``table`` if
-    ``condition`` (SQL) holds. The rows are of the table's own row type
+    """PostgreSQL: an insert of the rows of a jsonb parameter (named after ``table``) into
+    its table of deltas if ``condition`` (SQL) holds: plain rows, no upsert, so no row for
+    concurrent writers to queue on. The rows are of the table's own row type
     (``jsonb_populate_recordset``: its columns, in its order, with its types), so the text
-    names no column but the key's: a command's write stays under the length up to which
-    psycopg caches its parsing (``service._write_statement``)."""
+    names no column: a command's write stays under the length up to which psycopg caches
+    its parsing (``service._write_statement``)."""
+    deltas = DELTAS[table.name]
     assert [c.name for c in table.c] == [*names, "n"]  # the rows hold the key and the count
+    assert [c.name for c in deltas.c] == [*names, "n"]
     return (
-        f"INSERT INTO {table.name} SELECT * "
-        f"FROM jsonb_populate_recordset(NULL::{table.name}, CAST(:{table.name} AS jsonb)) "
-        f"WHERE {condition} ON CONFLICT ({', '.join(names)}) "
-        f"DO UPDATE SET n = {table.name}.n + excluded.n"
+        f"INSERT INTO {deltas.name} SELECT * "
+        f"FROM jsonb_populate_recordset(NULL::{deltas.name}, CAST(:{table.name} AS jsonb)) "
+        f"WHERE {condition}"
     )
 
 
 def pg_counter_ctes(condition: str) -> str:
-    """PostgreSQL: the two upserts as data-modifying CTEs, written only if ``condition`` (SQL)
-    holds, for a statement that writes other rows too (``audit.PG_APPEND_CTES``: a command's
-    counters with its event, no round trip of their own); their parameters come from
-    :func:`take_parameters`."""
+    """PostgreSQL: the inserts of the two families' deltas as data-modifying CTEs, written
+    only if ``condition`` (SQL) holds, for a statement that writes other rows too
+    (``audit.PG_APPEND_CTES``: a command's counters with its event, no round trip of their
+    own); their parameters come from :func:`take_parameters`."""
     return (
         f"counted_moves AS ({_recordset(MOVES, MOVE_KEY, condition)}), "
         f"counted_deadlines AS ({_recordset(DEADLINES, DEADLINE_KEY, condition)})"
@@ -212,10 +229,10 @@ _PG_ADD = text(f"WITH {pg_counter_ctes('true')} SELECT 1")
 
 def take_parameters(holder: HasInfo) -> dict[str, str]:
     """PostgreSQL: the parameters of :func:`pg_counter_ctes` for the transaction's pending
-    deltas, which are then no longer pending (the statement writes them). A hand-over's
-    deltas stay pending: :func:`write_pending` also drops the counters it emptied."""
+    deltas, which are then no longer pending (the statement writes them; the counters a
+    hand-over empties are dropped when they are folded)."""
     tally = holder.info.get(_PENDING)
-    if not tally or tally.emptied:
+    if not tally:
         return {MOVES.name: "[]", DEADLINES.name: "[]"}
     moves, deadlines = tally.rows()
     tally.clear()
@@ -223,19 +240,20 @@ def take_parameters(holder: HasInfo) -> dict[str, str]:
 
 
 def add(session: Session, tally: Tally) -> None:
-    """Add ``tally`` to the stored counters: on PostgreSQL one statement (two upserts from
-    jsonb parameters, data-modifying CTE), on SQLite one executemany upsert per family.
-    Call it after the audit head is locked (see the module docstring)."""
+    """Add ``tally`` to the stored counters: on PostgreSQL one statement inserting the
+    deltas (two data-modifying CTEs from jsonb parameters; :func:`fold` adds them to the
+    counters and drops the ones a hand-over emptied), on SQLite one executemany upsert per
+    family into the counters."""
     moves, deadlines = tally.rows()
     if session.get_bind().dialect.name == "postgresql":
         if moves or deadlines:
             params = {MOVES.name: _json(moves), DEADLINES.name: _json(deadlines)}
             session.execute(_PG_ADD, params)
-    else:
-        if moves:
-            session.execute(_upsert(session, MOVES, MOVE_KEY), moves)
-        if deadlines:
-            session.execute(_upsert(session, DEADLINES, DEADLINE_KEY), deadlines)
+        return
+    if moves:
+        session.execute(_upsert(session, MOVES, MOVE_KEY), moves)
+    if deadlines:
+        session.execute(_upsert(session, DEADLINES, DEADLINE_KEY), deadlines)
     for place in sorted(tally.emptied):  # drop the counters a hand-over brought to zero
         for table in (ReportMove, ReportDeadline):
             session.execute(
@@ -253,6 +271,67 @@ def add(session: Session, tally: Tally) -> None:
 
 def _json(rows: list[dict[str, Any]]) -> str:
     return jsontext.dumps(rows)
+
+
+def _fold_sql(table: Table, names: tuple[str, ...]) -> Any:
+    """PostgreSQL: take every committed delta of ``table`` out of its table of deltas and
+    add their sums to the counters, in key order (two folds lock counters in one order);
+    returns the counters' keys and new counts."""
+    deltas, key = DELTAS[table.name].name, ", ".join(names)
+    return text(
+        f"WITH taken AS (DELETE FROM {deltas} RETURNING *), "
+        f"summed AS (SELECT {key}, sum(n) AS n FROM taken GROUP BY {key}) "
+        f"INSERT INTO {table.name} ({key}, n) SELECT {key}, n FROM summed ORDER BY {key} "
+        f"ON CONFLICT ({key}) DO UPDATE SET n = {table.name}.n + excluded.n "
+        f"RETURNING {key}, n"
+    )
+
+
+_FOLDS = {
+    MOVES.name: _fold_sql(MOVES, MOVE_KEY),
+    DEADLINES.name: _fold_sql(DEADLINES, DEADLINE_KEY),
+}
+
+
+def fold(session: Session) -> int:
+    """Add the deltas written since the last fold to the counters and drop the counters
+    that fell to zero (a hand-over's); returns how many counters it changed (0 on SQLite,
+    whose commands add to the counters themselves). The sweep calls it every minute, in a
+    transaction of its own: commands only insert deltas, so they never wait for it, nor it
+    for them (a delta committed during the fold is folded the next time)."""
+    if session.get_bind().dialect.name != "postgresql":
+        return 0
+    folded = 0
+    for table, names in ((MOVES, MOVE_KEY), (DEADLINES, DEADLINE_KEY)):
+        rows = session.execute(_FOLDS[table.name]).all()
+        folded += len(rows)
+        zero = [dict(zip(names, row[:-1], strict=True)) for row in rows if row[-1] == 0]
+        if zero:
+            match = and_(*[table.c[name] == bindparam(f"z_{name}") for name in names])
+            session.execute(
+                delete(table).where(match, table.c.n == 0),
+                [{f"z_{k}": v for k, v in z.items()} for z in zero],
+            )
+    return folded
+
+
+def _source(table: Table) -> Any:
+    """The counters of ``table`` with the deltas not folded yet (:func:`fold`), as rows of
+    the same columns: sums over it are the counts as of now."""
+    deltas = DELTAS[table.name]
+    return union_all(
+        select(*table.c), select(*[deltas.c[c.name].label(c.name) for c in table.c])
+    ).subquery(table.name)
+
+
+def moves_source() -> Any:
+    """``report_moves`` and its deltas not folded yet, for sums (``reports``)."""
+    return _source(MOVES)
+
+
+def deadlines_source() -> Any:
+    """``report_deadlines`` and its deltas not folded yet, for sums (``reports``)."""
+    return _source(DEADLINES)
 
 
 def count_event(tally: Tally, event: AuditEvent, place: Place) -> None:
@@ -368,17 +447,20 @@ def expected_deadlines(session: Session) -> Select:
 
 
 def rebuild(session: Session) -> dict[str, int]:
-    """Rewrite every counter (in the caller's transaction); returns the rows per table.
+    """Rewrite every counter (in the caller's transaction) and drop the deltas not folded
+    yet; returns the rows per table.
 
-    On PostgreSQL it first locks the audit head, which every writer of counters holds when it
-    writes them, so no command slips between the recount and the commit."""
-    if session.get_bind().dialect.name == "postgresql":
-        session.execute(select(AuditHead.seq).where(AuditHead.id == 1).with_for_update())
+    On PostgreSQL it first locks the audit heads, one of which every writer of counters
+    holds when it writes them, so no command slips between the recount and the commit."""
+    from workflow import audit  # (audit imports this module for its statement)
+
+    audit.lock_heads(session)
     out = {}
     for table, names, expected in (
         (MOVES, MOVE_KEY, expected_moves),
         (DEADLINES, DEADLINE_KEY, expected_deadlines),
     ):
+        session.execute(delete(DELTAS[table.name]))
         session.execute(delete(table))
         src = expected(session).subquery()
         cols = [src.c[name] for name in names]
@@ -396,9 +478,10 @@ class Difference:
 
 
 def check(session: Session, limit: int = 20) -> tuple[int, list[Difference]]:
-    """Compare the stored counters with a recount: (how many keys differ, the first
-    ``limit`` of them). Zero counters (left by a hand-over) count as absent. On PostgreSQL,
-    in a fresh session, the recount and the stored counters are read from one snapshot."""
+    """Compare the stored counters (with their deltas not folded yet) with a recount: (how
+    many keys differ, the first ``limit`` of them). Zero counters (left by a hand-over) count
+    as absent. On PostgreSQL, in a fresh session, the recount and the stored counters are
+    read from one snapshot."""
     if session.get_bind().dialect.name == "postgresql" and not session.in_transaction():
         session.execute(text("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ"))
     bad: list[Difference] = []
@@ -407,7 +490,10 @@ def check(session: Session, limit: int = 20) -> tuple[int, list[Difference]]:
         (DEADLINES, DEADLINE_KEY, expected_deadlines),
     ):
         want = {_key(r): int(r[-1]) for r in session.execute(expected(session))}
-        stored = select(*[table.c[name] for name in names], table.c.n)
+        source = _source(table)
+        stored = select(*[source.c[name] for name in names], func.sum(source.c.n)).group_by(
+            *[source.c[name] for name in names]
+        )
         have = {_key(r): int(r[-1]) for r in session.execute(stored) if r[-1]}
         for key in sorted(set(want) | set(have), key=lambda k: tuple(map(str, k))):
             if have.get(key, 0) != want.get(key, 0):

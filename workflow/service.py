@@ -173,10 +173,10 @@ _CASE_WRITES = (
 # every column but the id, as ``_deadline_row`` makes them (one text whatever their number, so
 # one compiled statement), inserted in the array's order. The case row is locked already
 # (``SELECT … FOR UPDATE``), or by this statement's UPDATE in an optimistic command, and the
-# chain head is taken last, so the head, which every writer waits for, is held for this
-# statement's end and the commit (an optimistic command's statement is its own transaction:
-# the commit is the statement's end). Its last column resets the plan cache mode an
-# optimistic command's read set (``uow.RESET_PLANS``).
+# head of the case's audit lane is taken last, so the head, which every writer of the lane
+# waits for, is held for this statement's end and the commit (an optimistic command's
+# statement is its own transaction: the commit is the statement's end). Its last column resets
+# the plan cache mode an optimistic command's read set (``uow.RESET_PLANS``).
 _STARTED_COLUMNS = ", ".join(c.name for c in _DEADLINES.c if c.name != "id")
 # an activity's record (``record_activity``), its audit_seq the event's: one more CTE
 _ACTIVITY_CTE = """, new_activity AS (
@@ -699,9 +699,9 @@ class CaseService:
         Commands write their case and deadline rows before :meth:`_audit` locks the audit
         head (on PostgreSQL in the same statement, :data:`_WRITES`), so the lock every
         writer waits for is held only for the event, the outbox and the commit. Lock order
-        stays case row, then deadline rows, then head; the sweep takes the head before its
-        deadline rows (SKIP LOCKED) and never waits for a case row. (A unit of work that
-        made no session holds nothing to flush.)"""
+        stays case row, then deadline rows, then head; the sweep takes every lane's head
+        (in id order) before its deadline rows (SKIP LOCKED) and never waits for a case
+        row. (A unit of work that made no session holds nothing to flush.)"""
         if not uow.has_session:
             return
         try:
@@ -871,8 +871,9 @@ class CaseService:
         case: Case | None,
         **kwargs: Any,
     ) -> AuditEvent:
-        """Append an audit event in ``session`` through its unit of work (the sweep and the
-        migration, which append several events in one transaction after locking the head)."""
+        """Append an audit event in ``session`` through its unit of work (the sweep, which
+        appends events of many cases in one transaction after locking every lane's head, and
+        the migration of running cases)."""
         event = audit.append(session, self._event(actor, now, action, case, **kwargs))
         self._count(session, event, case)
         return event

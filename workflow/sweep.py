@@ -4,7 +4,8 @@
 come (an indexed query), so its cost grows with the number of due items, not of open cases. On
 PostgreSQL rows are taken with ``FOR UPDATE SKIP LOCKED``, so several sweepers share the work and
 each item is handled once. Every reminder and escalation is audited on its case and notified
-through the outbox in the same transaction.
+through the outbox in the same transaction. Last, the deltas of the report counters written
+since the last sweep are folded into the counters (``rollup.fold``).
 """
 
 from __future__ import annotations
@@ -16,11 +17,11 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import select
 
-from workflow import deadlines
+from workflow import audit, deadlines, rollup
 from workflow.actors import SYSTEM
 from workflow.calendar import business_date
 from workflow.errors import DomainError
-from workflow.model import AuditEvent, AuditHead, Case, Deadline, OutboxMessage
+from workflow.model import AuditEvent, Case, Deadline, OutboxMessage
 
 log = logging.getLogger(__name__)
 log.addHandler(logging.NullHandler())
@@ -33,6 +34,7 @@ class SweepReport:
     automatic: int = 0
     automatic_refused: int = 0
     rows: int = 0
+    counters: int = 0  # report counters changed by the fold of their deltas
     details: list[str] = field(default_factory=list)
 
     def __str__(self) -> str:
@@ -99,11 +101,13 @@ def sweep_deadlines(service, now: datetime, *, batch: int = 500) -> SweepReport:
                 .limit(min(batch, 50) if uow.dialect == "sqlite" else batch)
             )
             if uow.dialect == "postgresql":
-                # Lock order: the audit-chain head, then the deadline rows, skipping those a
-                # command holds. A command (an officer's check-in, another sweeper's automatic
-                # transition) writes its case and deadline rows first and takes the head last;
-                # the sweeper never waits for a row a command holds, so there is no cycle.
-                s.execute(select(AuditHead.seq).where(AuditHead.id == 1).with_for_update())
+                # Lock order: the audit lanes' heads (all: the batch's events are of many
+                # cases, so of many lanes; in id order), then the deadline rows, skipping
+                # those a command holds. A command (an officer's check-in, another sweeper's
+                # automatic transition) writes its case and deadline rows first and takes its
+                # head last; the sweeper never waits for a row a command holds, so there is
+                # no cycle.
+                audit.lock_heads(s)
                 stmt = stmt.with_for_update(skip_locked=True)
             rows = list(s.execute(stmt).scalars())
             if not rows:
@@ -130,6 +134,9 @@ def sweep_deadlines(service, now: datetime, *, batch: int = 500) -> SweepReport:
                 failed.append(deadline_id)
     for deadline_id in failed:  # only now, or this very sweep would pick them up again
         _retry_today(service, deadline_id, today)
+    with service.uow() as uow:
+        report.counters = rollup.fold(uow.session)
+        uow.commit()
     return report
 
 

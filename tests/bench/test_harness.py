@@ -52,9 +52,18 @@ def _check_generated(url: str, engine_kwargs: dict | None = None) -> None:
             assert result.checked > 1000
             # the generator keeps the report counters as the engine would
             assert rollup.check(s) == (0, [])
-            # and the head's prev_hash (the last event's), which the engine keeps too
-            head = s.execute(select(AuditHead)).scalar_one()
-            assert head.prev_hash == s.get(AuditEvent, head.seq).prev_hash
+            # and every lane head's prev_hash (its last event's), which the engine keeps too;
+            # each case's events in its lane (PostgreSQL: 8 lanes, SQLite: 1)
+            heads = s.execute(select(AuditHead).order_by(AuditHead.id)).scalars().all()
+            assert len(heads) == (8 if s.get_bind().dialect.name == "postgresql" else 1)
+            for head in heads:
+                assert head.prev_hash == s.get(AuditEvent, head.seq).prev_hash
+            lanes = s.execute(
+                select(
+                    AuditEvent.case_id, func.count(func.distinct(AuditEvent.seq % len(heads)))
+                ).group_by(AuditEvent.case_id)
+            ).all()
+            assert lanes and {n for _, n in lanes} == {1}
     finally:
         engine.dispose()
 

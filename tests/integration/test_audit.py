@@ -93,6 +93,9 @@ def shared(request: pytest.FixtureRequest, tmp_path_factory, registry) -> Iterat
         engine = make_engine(PG_URL, connect_args={"options": f"-csearch_path={name}"})
     schema.upgrade(engine)
     factory = make_session_factory(engine)
+    with factory() as session:  # one chain here (PostgreSQL's lanes: test_audit_lanes.py)
+        audit.set_lanes(session, 1)
+        session.commit()
     service = CaseService(factory, registry, secret_key="test-secret", blobs=MemoryBlobStore())
     n = build_history(service, Actors(factory))
     yield Shared(engine, n)
@@ -356,22 +359,32 @@ class TestCommitted:
             yield conn
 
     def test_committed_edit_is_detected(self, engine: Engine, service, actors) -> None:  # noqa: ANN001
+        # (on PostgreSQL the conftest database runs in lanes: seqs are not 1..n)
         build_history(service, actors)
         with self.tampering(engine) as conn:
-            set_row(conn, 7, to_state="closed")
-        assert_broken_at(service.verify_audit(), 7, "edited")
+            seventh = sorted(conn.scalars(select(EVENTS.c.seq)))[6]
+            set_row(conn, seventh, to_state="closed")
+        assert_broken_at(service.verify_audit(), seventh, "edited", checked=6)
 
     def test_committed_tail_deletion_is_detected(self, engine: Engine, service, actors) -> None:  # noqa: ANN001
-        n = build_history(service, actors)
+        build_history(service, actors)
         with self.tampering(engine) as conn:
+            heads = conn.execute(select(HEAD).order_by(HEAD.c.id)).mappings().all()
+            first = min(  # the first event of the first lane that holds any
+                h["base_seq"] + h["id"]
+                for h in heads
+                if h["seq"] != h["base_seq"] + h["id"] - h["stride"]
+            )
             if engine.dialect.name == "postgresql":
                 # TRUNCATE is not a row operation: the append-only trigger does not fire.
                 conn.execute(text("TRUNCATE audit_events"))
             else:
                 conn.execute(delete(EVENTS))
-        assert_broken_at(service.verify_audit(), 1, f"the head says {n}")
-        with self.tampering(engine) as conn:
-            conn.execute(update(HEAD).values(seq=0, hash=audit.GENESIS))
+        result = service.verify_audit()
+        assert_broken_at(result, first, "the head says", checked=0)
+        with self.tampering(engine) as conn:  # every head back where its lane starts
+            conn.execute(update(HEAD).values(seq=HEAD.c.base_seq + HEAD.c.id - HEAD.c.stride))
+            conn.execute(update(HEAD).values(hash=HEAD.c.base_hash))
         assert service.verify_audit() == audit.VerifyResult(True, 0)
 
 

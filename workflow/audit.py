@@ -174,7 +174,8 @@ def set_lanes(session: Session, lanes: int) -> tuple[int, str]:
     from lanes that hold no event yet (their split stays the split); lanes that hold events
     cannot be split again (every lane would need a split of its own, not built). Locks the
     heads for the rest of the caller's transaction; a process that already runs keeps
-    writing correctly (it reads the lane count from the heads)."""
+    writing correctly (it reads the lane count from the heads), and a command that waited
+    for a head the split replaced fails whole (``service._write_statement``)."""
     if lanes < 1:
         raise ValueError("there is at least one lane")
     heads = (

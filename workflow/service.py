@@ -177,6 +177,10 @@ _CASE_WRITES = (
 # waits for, is held for this statement's end and the commit (an optimistic command's
 # statement is its own transaction: the commit is the statement's end). Its last column resets
 # the plan cache mode an optimistic command's read set (``uow.RESET_PLANS``).
+# Its WHERE fails the statement (nothing written, not even the case row) if the case row
+# matched but no lane head did: a head deleted or re-strided by a split of the audit lanes
+# (``audit.set_lanes``) while this statement waited for its lock, where the case would
+# otherwise be committed without its event.
 _STARTED_COLUMNS = ", ".join(c.name for c in _DEADLINES.c if c.name != "id")
 # an activity's record (``record_activity``), its audit_seq the event's: one more CTE
 _ACTIVITY_CTE = """, new_activity AS (
@@ -223,6 +227,8 @@ WITH hashed AS (SELECT {audit.PG_PARTS_HASHED_ALIKE} AS alike
 SELECT (SELECT count(*) FROM updated_case), hashed.alike, head.seq, head.prev_hash, head.hash,
     {RESET_PLANS}
 FROM hashed LEFT JOIN head ON true
+WHERE CASE WHEN head.seq IS NULL AND EXISTS (SELECT FROM updated_case)
+    THEN CAST('audit lane split' || hashed.alike AS int) END IS NULL
 """
     # (no literal of the statement holds a space)
     return text(" ".join(sql.split())).bindparams(

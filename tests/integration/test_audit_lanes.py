@@ -19,7 +19,7 @@ from workflow import audit, rollup, schema
 from workflow.model import AuditEvent, AuditHead
 from workflow.service import CaseService
 
-from .helpers import Driver
+from .helpers import Driver, at
 
 LANES = 4
 EVENTS = AuditEvent.__table__
@@ -240,3 +240,64 @@ def test_migration_0010_splits_a_running_chain(
     # the counters' deltas were folded by the downgrade, and are kept again after it
     with service.uow(read_only=True) as uow:
         assert rollup.check(uow.session) == (0, [])
+
+
+def test_a_command_waiting_for_a_head_that_a_split_replaces_writes_nothing(
+    service: CaseService, drive: Driver, engine: Engine
+) -> None:
+    """PostgreSQL: a command whose one statement waits for its lane's head while the lanes
+    are split finds no head once the split commits; its statement then fails as a whole,
+    case row included (not a case moved without its event), and the command sent again
+    goes through in the new lanes."""
+    if engine.dialect.name != "postgresql":
+        pytest.skip("SQLite has one writer at a time: nothing waits for a head")
+    import threading
+    import time
+
+    set_lanes(service, 1)
+    cid = drive.open(DAY).case_id
+    transition = drive.definition(cid).transitions["request_determination"]
+    drive.attach(cid, [req.any_of[0] for req in transition.documents], DAY)
+    form = drive.form(cid, "request_determination", DAY)
+    actor = drive.actor_for(transition)
+    with engine.connect() as conn:
+        version = conn.execute(text(f"SELECT version FROM cases WHERE id = {cid}")).scalar()
+    n = len(events(engine))
+    outcome: list[BaseException | None] = []
+
+    def command() -> None:
+        try:
+            service.advance(cid, "request_determination", form, actor, at(DAY))
+            outcome.append(None)
+        except BaseException as exc:  # noqa: BLE001 - the test looks at it
+            outcome.append(exc)
+
+    with service.uow() as split:  # the split in flight: every head locked
+        audit.set_lanes(split.session, LANES)
+        splitter = split.session.execute(text("SELECT pg_backend_pid()")).scalar()
+        thread = threading.Thread(target=command, daemon=True)
+        thread.start()
+        deadline, waiting = time.monotonic() + 30, 0
+        with engine.connect() as watch:
+            while not waiting and time.monotonic() < deadline:
+                time.sleep(0.02)
+                waiting = watch.execute(
+                    text(
+                        "SELECT count(*) FROM pg_stat_activity"
+                        " WHERE CAST(:pid AS int) = ANY(pg_blocking_pids(pid))"
+                    ),
+                    {"pid": splitter},
+                ).scalar()
+        assert waiting, ("the command never waited for the split", outcome)
+        split.commit()
+    thread.join(30)
+    assert len(outcome) == 1 and outcome[0] is not None, outcome
+    assert "audit lane split" in str(outcome[0])
+    with engine.connect() as conn:
+        assert conn.execute(text(f"SELECT version FROM cases WHERE id = {cid}")).scalar() == version
+    assert len(events(engine)) == n
+    assert service.verify_audit() == audit.VerifyResult(True, n)
+    result = service.advance(cid, "request_determination", form, actor, at(DAY))
+    assert result.state == "addiction_determination"
+    assert (result.audit_seq - n - 1) % LANES == cid % LANES
+    assert service.verify_audit() == audit.VerifyResult(True, n + 1)

@@ -236,9 +236,12 @@ def test_one_advance_is_two_statements_on_postgresql(
     assert "FOR UPDATE" not in sent[0] and sent[0].count("json_agg") == 2  # documents, deadlines
     # generic plans for the session from the read on; the write resets them, as its last column
     assert "set_config('plan_cache_mode', 'force_generic_plan', false)" in sent[0]
-    assert sent[1].endswith(
-        "set_config('plan_cache_mode', NULL, false) FROM hashed LEFT JOIN head ON true"
+    assert (
+        "set_config('plan_cache_mode', NULL, false) FROM hashed LEFT JOIN head ON true WHERE"
+        in sent[1]
     )
+    # and it fails as a whole if the case row matched but no lane head did (a split)
+    assert sent[1].endswith("THEN CAST('audit lane split' || hashed.alike AS int) END IS NULL")
     assert modes == ["auto"], modes  # the connection goes back to the pool as it came
     # in autocommit the write is its own transaction: no commit is asked of the driver
     assert not any("[pipeline" in s for s in sent), sent

@@ -455,6 +455,35 @@ class TestAuditVerify:
         assert "init-db" in result.stderr
 
 
+class TestAuditLanes:
+    def test_shows_splits_and_refuses_to_split_lanes_that_hold_events(self, db: Db) -> None:
+        assert run(db.env, "init-db").exit_code == 0
+        lanes = 8 if db.dialect == "postgresql" else 1  # migration 0010's default
+        shown = run(db.env, "audit", "lanes")
+        assert shown.exit_code == 0, shown.output
+        assert shown.stdout.startswith(f"{lanes} lane(s) since event 0 ")
+        assert shown.stdout.count("0 event(s)") == lanes
+        assert run(db.env, "demo", "--cases", "2").exit_code == 0
+        n = tally(db.engine)["AuditEvent"]
+        if db.dialect == "postgresql":  # lanes that hold events: no new split
+            refused = run(db.env, "audit", "lanes", "4")
+            assert refused.exit_code == 1 and "cannot be split again" in refused.stderr
+            return
+        split = run(db.env, "audit", "lanes", "4")  # one lane: split at its end
+        assert split.exit_code == 0, split.output
+        assert split.stdout.startswith(f"4 lane(s) since event {n} ")
+        assert run(db.env, "demo", "--cases", "4").exit_code == 0  # two more cases
+        verified = run(db.env, "audit", "verify")
+        assert (
+            verified.stdout.strip()
+            == f"audit chain intact: {tally(db.engine)['AuditEvent']} events"
+        )
+        shown = run(db.env, "audit", "lanes").stdout
+        held = [int(line.split(": ")[1].split()[0]) for line in shown.splitlines()[1:]]
+        assert sum(held) == tally(db.engine)["AuditEvent"] - n > 0
+        assert "cannot be split again" in run(db.env, "audit", "lanes", "2").stderr
+
+
 # ---------------------------------------------------------------------------- report counters
 class TestCounters:
     def test_check_finds_a_wrong_counter_and_rebuild_repairs_it(self, db: Db) -> None:

@@ -215,13 +215,15 @@ def set_lanes(session: Session, lanes: int) -> tuple[int, str]:
     return at, at_hash
 
 
+def lane_events(head: AuditHead) -> int:
+    """How many events the lane of ``head`` holds since the split (its first seq is
+    ``base_seq + id``, then one every ``stride``)."""
+    return (head.seq - (head.base_seq + head.id - head.stride)) // head.stride
+
+
 def _empty(head: AuditHead, lanes: int) -> bool:
     """Whether the lane of ``head`` (one of ``lanes``) holds no event since the split."""
-    return (
-        head.stride == lanes
-        and head.seq == head.base_seq + head.id - head.stride
-        and head.hash == head.base_hash
-    )
+    return head.stride == lanes and lane_events(head) == 0 and head.hash == head.base_hash
 
 
 def hash_parts(e: AuditEvent) -> tuple[str, str]:

@@ -344,8 +344,7 @@ def audit_lanes(lanes: int | None) -> None:
             f"{len(heads)} lane(s) since event {first.base_seq} (hash {first.base_hash[:16]}…)"
         )
         for h in heads:
-            held = (h.seq - (first.base_seq + h.id - h.stride)) // h.stride
-            click.echo(f"  lane {h.id - 1}: {held} event(s), last seq {h.seq}")
+            click.echo(f"  lane {h.id - 1}: {audit.lane_events(h)} event(s), last seq {h.seq}")
 
 
 @main.group("counters")
